@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Regenerate the committed real foamToVTK samples under datasets/ with
+# Debian's OpenFOAM v1912 (packages: openfoam openfoam-examples m4).
+#
+#   datasets/make_foam_samples.sh [--outdir DIR] [--only cavity|damBreak]
+#
+# Sample A  datasets/cavity/VTK/    icoFoam cavity, foamToVTK -legacy (binary,
+#                                   big-endian), internal mesh + patches.
+# Sample B  datasets/damBreak/VTK/  interFoam damBreak (adaptive time step, so
+#                                   irregular time indices), foamToVTK default
+#                                   XML layout (.vtm + folders + .vtm.series).
+#
+# All OpenFOAM work happens in a temporary folder; only the finished VTK/
+# folders are copied into DIR (default: the folder holding this script).
+# See datasets/README.md for what the output looks like.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+outdir="$here"
+only=""
+keep_tmp=0
+
+usage() {
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    echo "Options: --outdir DIR, --only cavity|damBreak, --keep-tmp, -h|--help"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --outdir) outdir="$2"; shift 2 ;;
+        --only) only="$2"; shift 2 ;;
+        --keep-tmp) keep_tmp=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+FOAM_INST_DIR="${FOAM_INST_DIR:-/usr/share/openfoam}"
+export FOAM_INST_DIR
+foam_bashrc="$FOAM_INST_DIR/etc/bashrc"
+tutorials="${FOAM_TUTORIALS_SRC:-/usr/share/doc/openfoam-examples/examples}"
+
+install_hint() {
+    cat >&2 <<'EOF'
+OpenFOAM v1912 (Debian/Ubuntu packages) is needed to regenerate the samples:
+    sudo apt-get install openfoam openfoam-examples m4
+(the committed samples under datasets/ do not need it).
+EOF
+}
+
+if [ ! -r "$foam_bashrc" ]; then
+    echo "error: $foam_bashrc not found" >&2
+    install_hint
+    exit 3
+fi
+if [ ! -d "$tutorials" ]; then
+    echo "error: tutorial folder $tutorials not found" >&2
+    install_hint
+    exit 3
+fi
+
+# The Debian bashrc is written for an unset-variable-tolerant shell and
+# complains about helper scripts (bin/foamEtcFile) the package does not ship;
+# the solvers only need the environment it exports (WM_PROJECT_DIR & co).
+set +eu
+# shellcheck source=/dev/null
+source "$foam_bashrc" >/dev/null 2>&1
+set -eu
+
+for tool in blockMesh setFields icoFoam interFoam foamToVTK; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "error: OpenFOAM tool '$tool' not on PATH" >&2
+        install_hint
+        exit 3
+    fi
+done
+
+echo "OpenFOAM ${WM_PROJECT_VERSION:-unknown} from $FOAM_INST_DIR"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/kvis-foam-samples.XXXXXX")"
+cleanup() {
+    if [ "$keep_tmp" = 1 ]; then
+        echo "kept work folder $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+
+# copy_tutorial SRC DEST: copy a tutorial case and gunzip any compressed files
+copy_tutorial() {
+    cp -r "$1" "$2"
+    find "$2" -type f -name '*.gz' -exec gunzip -f {} +
+}
+
+# set_entry DICT KEY VALUE: replace a top-level 'KEY value;' line
+set_entry() {
+    if ! grep -qE "^$2[[:space:]]" "$1"; then
+        echo "error: no '$2' entry in $1" >&2
+        exit 4
+    fi
+    sed -i -E "s/^$2([[:space:]]+).*;/$2\\1$3;/" "$1"
+}
+
+# run_step CASE LOGNAME CMD...: run an OpenFOAM command, log, fail loudly
+run_step() {
+    local case_dir="$1" log="$2"
+    shift 2
+    echo "  $*"
+    if ! (cd "$case_dir" && "$@" >"log.$log" 2>&1); then
+        echo "error: '$*' failed in $case_dir; last lines of log.$log:" >&2
+        tail -n 30 "$case_dir/log.$log" >&2
+        exit 5
+    fi
+}
+
+# publish CASE_DIR NAME: copy CASE_DIR/VTK to $outdir/NAME/VTK
+publish() {
+    local dest="$outdir/$2"
+    mkdir -p "$dest"
+    rm -rf "$dest/VTK"
+    cp -r "$1/VTK" "$dest/VTK"
+    echo "  wrote $dest/VTK ($(du -sh "$dest/VTK" | cut -f1))"
+}
+
+make_cavity() {
+    echo "Sample A: incompressible/icoFoam/cavity/cavity, foamToVTK -legacy"
+    local c="$work/cavity"
+    copy_tutorial "$tutorials/incompressible/icoFoam/cavity/cavity" "$c"
+    # endTime 0.5, deltaT 0.005 as in the tutorial; write every 10 steps
+    # instead of 20 -> 11 written times (0, 0.05, ..., 0.5), indices 0..100.
+    set_entry "$c/system/controlDict" writeInterval 10
+    run_step "$c" blockMesh blockMesh
+    run_step "$c" icoFoam icoFoam
+    run_step "$c" foamToVTK foamToVTK -legacy
+    publish "$c" cavity
+}
+
+make_dambreak() {
+    echo "Sample B: multiphase/interFoam/laminar/damBreak/damBreak, foamToVTK (XML)"
+    local c="$work/damBreak"
+    copy_tutorial "$tutorials/multiphase/interFoam/laminar/damBreak/damBreak" "$c"
+    # Tutorial: endTime 1, writeInterval 0.05 (adjustable). Stop at 0.35 ->
+    # 8 written times; the adaptive time step makes the indices irregular.
+    set_entry "$c/system/controlDict" endTime 0.35
+    set_entry "$c/system/controlDict" writeInterval 0.05
+    run_step "$c" blockMesh blockMesh
+    run_step "$c" setFields setFields
+    run_step "$c" interFoam interFoam
+    run_step "$c" foamToVTK foamToVTK
+    publish "$c" damBreak
+}
+
+mkdir -p "$outdir"
+case "$only" in
+    "") make_cavity; make_dambreak ;;
+    cavity) make_cavity ;;
+    damBreak) make_dambreak ;;
+    *) echo "unknown sample: $only" >&2; exit 2 ;;
+esac
+echo "done: $(du -sh "$outdir" | cut -f1) in $outdir"
