@@ -2,13 +2,18 @@
 # Regenerate the committed real foamToVTK samples under datasets/ with
 # Debian's OpenFOAM v1912 (packages: openfoam openfoam-examples m4).
 #
-#   datasets/make_foam_samples.sh [--outdir DIR] [--only cavity|damBreak]
+#   datasets/make_foam_samples.sh [--outdir DIR] [--only cavity|damBreak|cavity3d]
 #
 # Sample A  datasets/cavity/VTK/    icoFoam cavity, foamToVTK -legacy (binary,
 #                                   big-endian), internal mesh + patches.
 # Sample B  datasets/damBreak/VTK/  interFoam damBreak (adaptive time step, so
 #                                   irregular time indices), foamToVTK default
 #                                   XML layout (.vtm + folders + .vtm.series).
+# Sample C  datasets/cavity3d/       a 4x3x2-cell 3-D cavity (frontAndBack made
+#                                   a wall), 3 written times, legacy binary in
+#                                   VTK/ and legacy ASCII -with-ids in
+#                                   VTK-ascii/: the reference that
+#                                   datasets/synthetic.py is checked against.
 #
 # All OpenFOAM work happens in a temporary folder; only the finished VTK/
 # folders are copied into DIR (default: the folder holding this script).
@@ -22,7 +27,7 @@ keep_tmp=0
 
 usage() {
     sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-    echo "Options: --outdir DIR, --only cavity|damBreak, --keep-tmp, -h|--help"
+    echo "Options: --outdir DIR, --only cavity|damBreak|cavity3d, --keep-tmp, -h|--help"
 }
 
 while [ $# -gt 0 ]; do
@@ -151,9 +156,32 @@ make_dambreak() {
     publish "$c" damBreak
 }
 
+make_cavity3d() {
+    echo "Sample C: 3-D variant of icoFoam cavity, foamToVTK -legacy (binary and ASCII)"
+    local c="$work/cavity3d"
+    copy_tutorial "$tutorials/incompressible/icoFoam/cavity/cavity" "$c"
+    # 4x3x2 cells instead of 20x20x1; frontAndBack becomes a wall so that the
+    # mesh is truly 3-D; run two time steps and write each.
+    sed -i -E 's/\(20 20 1\)/(4 3 2)/' "$c/system/blockMeshDict"
+    sed -i -E 's/type([[:space:]]+)empty;/type\1wall;/' "$c/system/blockMeshDict"
+    sed -i -E 's/type([[:space:]]+)empty;/type\1zeroGradient;/' "$c/0/p"
+    sed -i -E 's/type([[:space:]]+)empty;/type\1noSlip;/' "$c/0/U"
+    grep -q '(4 3 2)' "$c/system/blockMeshDict" || { echo "error: could not resize the cavity mesh" >&2; exit 4; }
+    set_entry "$c/system/controlDict" endTime 0.01
+    set_entry "$c/system/controlDict" writeInterval 1
+    run_step "$c" blockMesh blockMesh
+    run_step "$c" icoFoam icoFoam
+    run_step "$c" foamToVTK foamToVTK -legacy
+    run_step "$c" foamToVTK-ascii foamToVTK -legacy -ascii -with-ids -name VTK-ascii
+    publish "$c" cavity3d
+    rm -rf "$outdir/cavity3d/VTK-ascii"
+    cp -r "$c/VTK-ascii" "$outdir/cavity3d/VTK-ascii"
+}
+
 mkdir -p "$outdir"
 case "$only" in
-    "") make_cavity; make_dambreak ;;
+    "") make_cavity; make_dambreak; make_cavity3d ;;
+    cavity3d) make_cavity3d ;;
     cavity) make_cavity ;;
     damBreak) make_dambreak ;;
     *) echo "unknown sample: $only" >&2; exit 2 ;;
