@@ -26,7 +26,7 @@ only=""
 keep_tmp=0
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'
     echo "Options: --outdir DIR, --only cavity|damBreak|cavity3d, --keep-tmp, -h|--help"
 }
 
@@ -40,47 +40,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-FOAM_INST_DIR="${FOAM_INST_DIR:-/usr/share/openfoam}"
-export FOAM_INST_DIR
-foam_bashrc="$FOAM_INST_DIR/etc/bashrc"
-tutorials="${FOAM_TUTORIALS_SRC:-/usr/share/doc/openfoam-examples/examples}"
-
-install_hint() {
-    cat >&2 <<'EOF'
-OpenFOAM v1912 (Debian/Ubuntu packages) is needed to regenerate the samples:
-    sudo apt-get install openfoam openfoam-examples m4
-(the committed samples under datasets/ do not need it).
-EOF
-}
-
-if [ ! -r "$foam_bashrc" ]; then
-    echo "error: $foam_bashrc not found" >&2
-    install_hint
-    exit 3
-fi
-if [ ! -d "$tutorials" ]; then
-    echo "error: tutorial folder $tutorials not found" >&2
-    install_hint
-    exit 3
-fi
-
-# The Debian bashrc is written for an unset-variable-tolerant shell and
-# complains about helper scripts (bin/foamEtcFile) the package does not ship;
-# the solvers only need the environment it exports (WM_PROJECT_DIR & co).
-set +eu
-# shellcheck source=/dev/null
-source "$foam_bashrc" >/dev/null 2>&1
-set -eu
-
-for tool in blockMesh setFields icoFoam interFoam foamToVTK; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "error: OpenFOAM tool '$tool' not on PATH" >&2
-        install_hint
-        exit 3
-    fi
-done
-
-echo "OpenFOAM ${WM_PROJECT_VERSION:-unknown} from $FOAM_INST_DIR"
+# shellcheck source=datasets/foam_common.sh
+source "$here/foam_common.sh"
+foam_setup blockMesh setFields icoFoam interFoam foamToVTK
+tutorials="$FOAM_TUTORIALS_SRC"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/kvis-foam-samples.XXXXXX")"
 cleanup() {
@@ -91,33 +54,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-# copy_tutorial SRC DEST: copy a tutorial case and gunzip any compressed files
-copy_tutorial() {
-    cp -r "$1" "$2"
-    find "$2" -type f -name '*.gz' -exec gunzip -f {} +
-}
-
-# set_entry DICT KEY VALUE: replace a top-level 'KEY value;' line
-set_entry() {
-    if ! grep -qE "^$2[[:space:]]" "$1"; then
-        echo "error: no '$2' entry in $1" >&2
-        exit 4
-    fi
-    sed -i -E "s/^$2([[:space:]]+).*;/$2\\1$3;/" "$1"
-}
-
-# run_step CASE LOGNAME CMD...: run an OpenFOAM command, log, fail loudly
-run_step() {
-    local case_dir="$1" log="$2"
-    shift 2
-    echo "  $*"
-    if ! (cd "$case_dir" && "$@" >"log.$log" 2>&1); then
-        echo "error: '$*' failed in $case_dir; last lines of log.$log:" >&2
-        tail -n 30 "$case_dir/log.$log" >&2
-        exit 5
-    fi
-}
 
 # publish CASE_DIR NAME: copy CASE_DIR/VTK to $outdir/NAME/VTK
 publish() {

@@ -36,7 +36,6 @@ or from the shell::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time as _time
