@@ -271,6 +271,21 @@ def test_block_mesh_matches_foamtovtk(folder, case, shape, lengths, patches):
         np.testing.assert_array_equal(mesh.points[ids].astype(np.float32), real_patch["points"])
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_synthetic_hexahedra_have_positive_volume(tmp_path, dims):
+    from vtkmodules.vtkFiltersVerdict import vtkMeshQuality
+
+    vtk_dir = synthetic.write_series(tmp_path, cells=400, steps=1, dims=dims)
+    for path in (vtk_dir / "synthetic_0.vtk", CAVITY / "cavity_0.vtk", CAVITY3D / "cavity3d_0.vtk"):
+        quality = vtkMeshQuality()
+        quality.SetInputData(read_legacy_vtk(path))
+        quality.SetHexQualityMeasureToVolume()
+        quality.Update()
+        volumes = as_numpy(quality.GetOutput().GetCellData(), "Quality")
+        assert volumes.min() > 0
+        assert volumes.max() / volumes.min() == pytest.approx(1.0, abs=1e-4)
+
+
 # --- synthetic series, read back by VTK -------------------------------------------
 
 
