@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 from .errors import UserError
+
+logger = logging.getLogger(__name__)
 
 ASSOCIATIONS = ("auto", "point", "cell")
 COMPONENTS = ("mag", "x", "y", "z")
@@ -81,14 +85,19 @@ class Scene:
         UserError
             If a key is unknown or a value is invalid.
         """
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"invalid scene settings: not JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise UserError(f"invalid scene settings: expected a JSON object, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"unknown scene settings {unknown}; known settings: {sorted(known)}")
 
         for name in ("parts", "range", "slice", "size", "background", "nan_color"):
-            if values.get(name) is not None:
+            if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         scene = cls(**values)
         scene.validate()
@@ -102,6 +111,7 @@ class Scene:
         UserError
             Naming the setting, the invalid value and what is accepted.
         """
+        self._check_types()
         _check_choice("association", self.association, ASSOCIATIONS)
         _check_choice("component", self.component, COMPONENTS)
         _check_choice("view", self.view, VIEWS)
@@ -109,8 +119,8 @@ class Scene:
         _check_choice("colormap", self.colormap.removesuffix("_r"), BASE_COLORMAPS,
                       shown=self.colormap, hint="append _r to reverse one")
 
-        if not self.parts:
-            raise UserError("parts is empty; give 'internal', patch names, or both")
+        if not self.parts or not all(self.parts):
+            raise UserError(f"invalid parts {self.parts}: give 'internal', patch names, or both")
 
         if self.range is not None:
             low, high = self.range
@@ -130,24 +140,74 @@ class Scene:
         if not (math.isfinite(self.zoom) and 0.05 <= self.zoom <= 50):
             raise UserError(f"invalid zoom {self.zoom}: give a number from 0.05 to 50")
 
+        for name in ("background", "nan_color"):
+            color = getattr(self, name)
+            if not all(0.0 <= channel <= 1.0 for channel in color):
+                raise UserError(f"invalid {name} {color}: give three numbers R,G,B from 0 to 1")
+
         if self.slice is not None:
             normal = self.slice[3:]
-            if len(self.slice) != 6 or not any(normal):
+            if not all(math.isfinite(value) for value in self.slice) or not any(normal):
                 raise UserError(f"invalid slice {self.slice}: give OX,OY,OZ,NX,NY,NZ with a non-zero normal")
 
         try:
             self.time_format.format(time=1.0, index=0, label="0")
-        except (KeyError, IndexError, ValueError) as error:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as error:
             raise UserError(
                 f"invalid time format {self.time_format!r} ({error}); "
                 "use Python format fields {time}, {index} and {label}, e.g. 't = {time:.2f} s'"
             ) from None
         return self
 
+    def _check_types(self) -> None:
+        for name, kind in _SCALAR_TYPES.items():
+            value = getattr(self, name)
+            if not _is_instance(value, kind):
+                raise UserError(f"invalid {name} {value!r}: expected {_TYPE_NAMES[kind]}")
+
+        for name, (length, optional) in _NUMBER_TUPLES.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if not (isinstance(value, tuple) and len(value) == length
+                    and all(_is_instance(item, Real) for item in value)):
+                raise UserError(f"invalid {name} {value!r}: expected {length} numbers")
+
+        if not (isinstance(self.parts, tuple) and all(isinstance(part, str) for part in self.parts)):
+            raise UserError(f"invalid parts {self.parts!r}: expected a list of part names")
+        if self.field is not None and not isinstance(self.field, str):
+            raise UserError(f"invalid field {self.field!r}: expected a field name")
+        if self.title is not None and not isinstance(self.title, str):
+            raise UserError(f"invalid title {self.title!r}: expected text")
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in self.size):
+            raise UserError(f"invalid size {self.size!r}: expected two whole numbers WIDTH,HEIGHT")
+
     def even_size(self) -> tuple[int, int]:
         """Return the size rounded up to even numbers, as yuv420p requires."""
         width, height = self.size
         return width + width % 2, height + height % 2
+
+
+# Settings with one plain value, and the type each must have.
+_SCALAR_TYPES: dict[str, type] = {
+    "association": str, "component": str, "colormap": str, "view": str, "preset": str,
+    "time_format": str, "log": bool, "edges": bool, "fxaa": bool,
+    "zoom": Real, "fps": int, "crf": int,
+}
+_TYPE_NAMES = {str: "text", bool: "true or false", Real: "a number", int: "a whole number"}
+
+# Settings made of numbers: (count, whether None is allowed).
+_NUMBER_TUPLES = {
+    "range": (2, True), "slice": (6, True), "size": (2, False),
+    "background": (3, False), "nan_color": (3, False),
+}
+
+
+def _is_instance(value: Any, kind: type) -> bool:
+    # bool is a subclass of int, but true/false is never a valid number here.
+    if kind is not bool and isinstance(value, bool):
+        return False
+    return isinstance(value, kind)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...], *,

@@ -1,0 +1,410 @@
+"""Tests for kvis_parallel.render: colours, orientation and window reuse, with real offscreen VTK."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from kvis_parallel.offscreen import configure_offscreen
+
+configure_offscreen()
+
+from vtkmodules.util.numpy_support import numpy_to_vtk  # noqa: E402
+from vtkmodules.vtkCommonCore import vtkOutputWindow, vtkStringOutputWindow  # noqa: E402
+from vtkmodules.vtkCommonDataModel import vtkPolyData  # noqa: E402
+from vtkmodules.vtkFiltersSources import vtkPlaneSource, vtkSphereSource  # noqa: E402
+
+from kvis_parallel.camera import fit_camera  # noqa: E402
+from kvis_parallel.colormap import colormap_table  # noqa: E402
+from kvis_parallel.render import FrameRenderer, Layout, plot_aspect  # noqa: E402
+from kvis_parallel.scene import Scene  # noqa: E402
+
+WIDTH, HEIGHT = 160, 120
+
+# An unlit 2-D view draws the table colour itself; one level allows for the
+# GPU's rounding of the texture coordinate.
+COLOR_TOLERANCE = 1
+
+
+@pytest.fixture(autouse=True)
+def vtk_output():
+    """Collect VTK's warnings and errors and fail the test if there are any."""
+    output = vtkStringOutputWindow()
+    previous = vtkOutputWindow.GetInstance()
+    vtkOutputWindow.SetInstance(output)
+    yield output
+    vtkOutputWindow.SetInstance(previous)
+    assert output.GetOutput() == "", f"VTK printed: {output.GetOutput()}"
+
+
+def make_square(values=None, *, association: str = "point", resolution: int = 8,
+                size: tuple[float, float] = (1.0, 1.0), normal_axis: int = 2) -> vtkPolyData:
+    """Build a flat rectangle with a ``kvis_scalars`` array.
+
+    ``values`` is a constant, or a function of the points' (or cell centres')
+    coordinates as an (n, 3) array.
+    """
+    source = vtkPlaneSource()
+    source.SetResolution(resolution, resolution)
+    axes = [axis for axis in range(3) if axis != normal_axis]
+    point1, point2 = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    point1[axes[0]] = size[0]
+    point2[axes[1]] = size[1]
+    source.SetOrigin(0.0, 0.0, 0.0)
+    source.SetPoint1(*point1)
+    source.SetPoint2(*point2)
+    source.Update()
+    surface = source.GetOutput()
+    set_scalars(surface, 0.5 if values is None else values, association)
+    return surface
+
+
+def set_scalars(surface: vtkPolyData, values, association: str = "point") -> None:
+    """Replace the surface's ``kvis_scalars`` with ``values`` in the given association."""
+    points = np.array([surface.GetPoint(i) for i in range(surface.GetNumberOfPoints())])
+    if association == "cell":
+        cells = [surface.GetCell(i) for i in range(surface.GetNumberOfCells())]
+        points = np.array([
+            np.mean([surface.GetPoint(cell.GetPointId(k)) for k in range(cell.GetNumberOfPoints())], axis=0)
+            for cell in cells
+        ])
+    data = values(points) if callable(values) else np.full(len(points), float(values))
+    array = numpy_to_vtk(np.ascontiguousarray(data, dtype=np.float64), deep=True)
+    array.SetName("kvis_scalars")
+    for attributes in (surface.GetPointData(), surface.GetCellData()):
+        attributes.RemoveArray("kvis_scalars")
+    target = surface.GetPointData() if association == "point" else surface.GetCellData()
+    target.AddArray(array)
+
+
+def make_renderer(surface: vtkPolyData, scalar_range=(0.0, 1.0), **settings) -> FrameRenderer:
+    scene = Scene(size=(WIDTH, HEIGHT), **settings)
+    width, height = scene.even_size()
+    camera = fit_camera(surface.GetBounds(), scene.view, scene.zoom, plot_aspect(width, height))
+    return FrameRenderer(scene, camera, scalar_range)
+
+
+def data_box(frame: np.ndarray) -> tuple[slice, slice]:
+    """Return the rows and columns of the data viewport in a frame, top row first."""
+    height, width = frame.shape[:2]
+    layout = Layout.for_size(width, height)
+    return slice(layout.row, height - layout.row), slice(0, width - layout.band)
+
+
+def center_pixel(frame: np.ndarray) -> np.ndarray:
+    """Return the pixel at the centre of the data viewport as ints."""
+    rows, columns = data_box(frame)
+    return frame[(rows.start + rows.stop) // 2, columns.stop // 2].astype(int)
+
+
+def table_color(name: str, fraction: float) -> np.ndarray:
+    """Return the colour the 256-entry table gives to a fraction of the range."""
+    index = int(np.clip(np.floor(fraction * 256), 0, 255))
+    return colormap_table(name)[index].astype(int)
+
+
+def bin_center(index: int) -> float:
+    """Return the range fraction in the middle of table entry ``index``."""
+    return (index + 0.5) / 256
+
+
+@pytest.mark.parametrize("colormap", ["viridis", "plasma", "coolwarm", "jet", "grayscale", "viridis_r", "jet_r"])
+@pytest.mark.parametrize("association", ["point", "cell"])
+def test_constant_field_has_colormap_color(colormap, association):
+    surface = make_square(association=association)
+    with make_renderer(surface, colormap=colormap) as renderer:
+        for index in (0, 37, 128, 200, 255):
+            set_scalars(surface, bin_center(index), association)
+            frame = renderer.render(surface, 0.0)
+            expected = colormap_table(colormap)[index].astype(int)
+            assert np.abs(center_pixel(frame) - expected).max() <= COLOR_TOLERANCE, (index, center_pixel(frame))
+
+
+def test_reversed_map_mirrors_colors():
+    surface = make_square(bin_center(40))
+    with make_renderer(surface, colormap="plasma_r") as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert np.abs(center_pixel(frame) - colormap_table("plasma")[255 - 40]).max() <= COLOR_TOLERANCE
+
+
+@pytest.mark.parametrize("value, expected_fraction", [
+    (10.0, 1 / 3),
+    (100.0, 2 / 3),
+    (1.0, 0.0),
+    (1000.0, 0.999),
+])
+def test_log_scale_maps_decades_evenly(value, expected_fraction):
+    surface = make_square(value)
+    with make_renderer(surface, scalar_range=(1.0, 1000.0), log=True) as renderer:
+        frame = renderer.render(surface, 0.0)
+    # Exact decades land on a table boundary, so allow either neighbour.
+    index = int(np.floor(expected_fraction * 256))
+    table = colormap_table("viridis").astype(int)
+    candidates = [table[max(0, index - 1)], table[index]]
+    difference = min(np.abs(center_pixel(frame) - color).max() for color in candidates)
+    assert difference <= COLOR_TOLERANCE
+
+
+@pytest.mark.parametrize("association", ["point", "cell"])
+def test_nan_values_take_nan_color(association):
+    surface = make_square(np.nan, association=association)
+    nan_color = (0.0, 1.0, 0.0)
+    with make_renderer(surface, nan_color=nan_color) as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert np.abs(center_pixel(frame) - np.array(nan_color) * 255).max() <= COLOR_TOLERANCE
+
+
+@pytest.mark.parametrize("value, index", [(-5.0, 0), (-1e-9, 0), (1.0 + 1e-9, 255), (7.0, 255)])
+def test_out_of_range_values_are_clamped(value, index):
+    surface = make_square(value)
+    with make_renderer(surface) as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert np.abs(center_pixel(frame) - colormap_table("viridis")[index]).max() <= COLOR_TOLERANCE
+
+
+@pytest.mark.parametrize("normal_axis", [0, 1, 2])
+def test_high_values_at_top_of_image(normal_axis):
+    # The auto view keeps the second in-plane axis (y, or z for x-z and y-z
+    # planes) pointing up, so a field that grows along it is bright at the top.
+    up_axis = 1 if normal_axis == 2 else 2
+    surface = make_square(lambda points: points[:, up_axis], normal_axis=normal_axis)
+    with make_renderer(surface, colormap="grayscale") as renderer:
+        frame = renderer.render(surface, 0.0)
+    rows, columns = data_box(frame)
+    column = frame[rows, columns.stop // 2, 0].astype(int)
+    inside = column[(column != column[0])]
+    assert inside[0] > 200, "top of the square is not bright"
+    assert inside[-1] < 55, "bottom of the square is not dark"
+
+
+@pytest.mark.parametrize("normal_axis, right_axis", [(0, 1), (1, 0), (2, 0)])
+def test_first_inplane_axis_runs_right(normal_axis, right_axis):
+    surface = make_square(lambda points: points[:, right_axis], normal_axis=normal_axis)
+    with make_renderer(surface, colormap="grayscale") as renderer:
+        frame = renderer.render(surface, 0.0)
+    rows, columns = data_box(frame)
+    row = frame[(rows.start + rows.stop) // 2, columns, 0].astype(int)
+    inside = row[row != row[0]]
+    assert inside[0] < inside[-1]
+
+
+def test_ramp_matches_colormap_along_axis():
+    surface = make_square(lambda points: points[:, 0], size=(2.0, 1.0), resolution=32)
+    with make_renderer(surface, scalar_range=(0.0, 2.0), colormap="jet") as renderer:
+        frame = renderer.render(surface, 0.0)
+    camera = renderer.data_renderer.GetActiveCamera()
+    scale = camera.GetParallelScale()
+    rows, columns = data_box(frame)
+    plot_width = columns.stop
+    pixels_per_unit = (rows.stop - rows.start) / (2 * scale)
+    table = colormap_table("jet").astype(int)
+    for x in (0.3, 0.7, 1.1, 1.5):
+        column = int(round(plot_width / 2 + (x - 1.0) * pixels_per_unit))
+        # The pixel centre's world x, back from the pixel column.
+        world_x = 1.0 + (column + 0.5 - plot_width / 2) / pixels_per_unit
+        expected_index = int(np.floor(world_x / 2.0 * 256))
+        pixel = frame[(rows.start + rows.stop) // 2, column].astype(int)
+        nearest = min(np.abs(pixel - table[i]).max() for i in range(expected_index - 1, expected_index + 2))
+        assert nearest <= COLOR_TOLERANCE, (x, pixel)
+
+
+def test_window_is_reused_across_frames():
+    surface = make_square(0.0)
+    with make_renderer(surface, colormap="grayscale") as renderer:
+        window = renderer.window
+        levels = []
+        for index in range(30):
+            # A new surface object each frame, as the reader delivers them.
+            step_surface = make_square(bin_center(index * 8))
+            frame = renderer.render(step_surface, float(index), index=index)
+            levels.append(center_pixel(frame)[0])
+            assert renderer.window is window
+        assert renderer.frames_rendered == 30
+    assert levels == [colormap_table("grayscale")[index * 8][0] for index in range(30)]
+
+
+def test_odd_size_rounded_up_with_log(caplog):
+    surface = make_square()
+    scene = Scene(size=(161, 121))
+    camera = fit_camera(surface.GetBounds(), "auto", 1.0, plot_aspect(*scene.even_size()))
+    with caplog.at_level(logging.INFO, logger="kvis_parallel.render"):
+        with FrameRenderer(scene, camera, (0.0, 1.0)) as renderer:
+            frame = renderer.render(surface, 0.0)
+    assert frame.shape == (122, 162, 3)
+    assert "162x122" in caplog.text
+
+
+def test_frame_is_contiguous_uint8():
+    surface = make_square()
+    with make_renderer(surface) as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert frame.dtype == np.uint8
+    assert frame.shape == (HEIGHT, WIDTH, 3)
+    assert frame.flags["C_CONTIGUOUS"]
+
+
+def test_frames_are_independent_arrays():
+    surface = make_square(0.0)
+    with make_renderer(surface, colormap="grayscale") as renderer:
+        first = renderer.render(surface, 0.0)
+        kept = first.copy()
+        set_scalars(surface, 1.0)
+        renderer.render(surface, 1.0)
+    assert np.array_equal(first, kept)
+
+
+def test_time_label_changes_pixels():
+    surface = make_square()
+    with make_renderer(surface, time_format="t = {time:.1f} s") as renderer:
+        first = renderer.render(surface, 0.0)
+        second = renderer.render(surface, 12.5)
+    # The time label sits in the row below the data.
+    rows, columns = data_box(first)
+    label_area = (slice(rows.stop, HEIGHT), columns)
+    assert not np.array_equal(first[label_area], second[label_area])
+    assert renderer.time_text.GetInput() == "t = 12.5 s"
+
+
+def test_time_label_uses_index_and_label():
+    surface = make_square()
+    with make_renderer(surface, time_format="{index}:{label}:{time:g}") as renderer:
+        renderer.render(surface, 0.25, index=7, label="cavity_40")
+        assert renderer.time_text.GetInput() == "7:cavity_40:0.25"
+
+
+def test_title_and_field_name_are_drawn():
+    surface = make_square()
+    scene = Scene(size=(WIDTH, HEIGHT), title="Lid-driven cavity", field="p")
+    camera = fit_camera(surface.GetBounds(), "auto", 1.0, plot_aspect(WIDTH, HEIGHT))
+    with FrameRenderer(scene, camera, (0.0, 1.0)) as renderer:
+        renderer.render(surface, 0.0)
+        assert renderer.title_text.GetInput() == "Lid-driven cavity"
+        assert renderer.scalar_bar.GetTitle() == "p"
+    with FrameRenderer(scene, camera, (0.0, 1.0), field_name="U") as renderer:
+        assert renderer.scalar_bar.GetTitle() == "U"
+
+
+def test_edges_draw_dark_lines():
+    surface = make_square(1.0, resolution=4)
+    with make_renderer(surface, colormap="grayscale") as plain:
+        without_edges = plain.render(surface, 0.0)
+    with make_renderer(surface, colormap="grayscale", edges=True) as edged:
+        with_edges = edged.render(surface, 0.0)
+    rows, columns = data_box(with_edges)
+    plot = (slice(rows.start + 5, rows.stop - 5), slice(5, columns.stop - 5))
+    dark_without = np.count_nonzero(without_edges[plot][..., 0] < 100)
+    dark_with = np.count_nonzero(with_edges[plot][..., 0] < 100)
+    assert dark_with > dark_without + 50
+
+
+def test_fxaa_renders_without_errors():
+    surface = make_square(bin_center(100))
+    with make_renderer(surface, fxaa=True) as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert np.abs(center_pixel(frame) - colormap_table("viridis")[100]).max() <= COLOR_TOLERANCE
+
+
+def test_3d_surface_is_shaded():
+    source = vtkSphereSource()
+    source.SetThetaResolution(32)
+    source.SetPhiResolution(32)
+    source.Update()
+    sphere = source.GetOutput()
+    set_scalars(sphere, 1.0)
+    with make_renderer(sphere, colormap="grayscale") as renderer:
+        frame = renderer.render(sphere, 0.0)
+    plot = frame[data_box(frame)][..., 0]
+    sphere_pixels = plot[plot != plot[0, 0]]
+    assert sphere_pixels.size > 1000
+    # Lit from the camera, the rim is darker than the white centre.
+    assert sphere_pixels.min() < 200
+    assert sphere_pixels.max() > 240
+
+
+def test_surface_without_scalars_raises():
+    surface = make_square()
+    surface.GetPointData().RemoveArray("kvis_scalars")
+    with make_renderer(make_square()) as renderer:
+        with pytest.raises(ValueError, match="kvis_scalars"):
+            renderer.render(surface, 0.0)
+
+
+def test_constant_range_is_widened():
+    surface = make_square(3.0)
+    with make_renderer(surface, scalar_range=(3.0, 3.0)) as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert frame.shape == (HEIGHT, WIDTH, 3)
+
+
+def test_empty_surface_renders_background():
+    surface = make_square()
+    empty = vtkPolyData()
+    set_scalars(empty, 0.0)
+    with make_renderer(surface) as renderer:
+        frame = renderer.render(empty, 0.0)
+    background = np.rint(np.array(Scene().background) * 255)
+    assert np.abs(center_pixel(frame) - background).max() <= COLOR_TOLERANCE
+
+
+def test_close_twice_is_harmless():
+    renderer = make_renderer(make_square())
+    renderer.close()
+    renderer.close()
+    assert renderer.window is None
+
+
+@pytest.mark.parametrize("value, index", [(0.0, 0), (-3.0, 0), (0.5, 0), (5000.0, 255)])
+def test_log_scale_clamps_outside_values(value, index):
+    surface = make_square(value)
+    with make_renderer(surface, scalar_range=(1.0, 1000.0), log=True) as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert np.abs(center_pixel(frame) - colormap_table("viridis")[index]).max() <= COLOR_TOLERANCE
+
+
+def test_log_scale_nan_takes_nan_color():
+    surface = make_square(np.nan)
+    with make_renderer(surface, scalar_range=(1.0, 1000.0), log=True, nan_color=(0.0, 0.0, 1.0)) as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert np.abs(center_pixel(frame) - (0, 0, 255)).max() <= COLOR_TOLERANCE
+
+
+def test_camera_fitted_for_whole_frame_still_shows_data():
+    # A caller that fits the camera to the whole frame instead of plot_aspect
+    # must not lose the sides of a wide domain.
+    surface = make_square(1.0, size=(4.0, 1.0))
+    scene = Scene(size=(WIDTH, HEIGHT), colormap="grayscale")
+    camera = fit_camera(surface.GetBounds(), "auto", 1.0, WIDTH / HEIGHT)
+    with FrameRenderer(scene, camera, (0.0, 1.0)) as renderer:
+        frame = renderer.render(surface, 0.0)
+    rows, columns = data_box(frame)
+    middle_row = frame[(rows.start + rows.stop) // 2, columns, 0]
+    assert middle_row[0] != 255, "the domain touches the left edge"
+    assert middle_row[-1] != 255, "the domain touches the right edge"
+    assert np.count_nonzero(middle_row == 255) > 0.8 * columns.stop
+
+
+def test_2d_case_unlit_in_iso_view():
+    # Seen at an angle, a lit plane would be darker than its colormap colour.
+    surface = make_square(bin_center(180))
+    with make_renderer(surface, view="iso") as renderer:
+        frame = renderer.render(surface, 0.0)
+    assert np.abs(center_pixel(frame) - colormap_table("viridis")[180]).max() <= COLOR_TOLERANCE
+
+
+def test_render_after_close_raises():
+    surface = make_square()
+    renderer = make_renderer(surface)
+    renderer.close()
+    with pytest.raises(ValueError, match="closed"):
+        renderer.render(surface, 0.0)
+
+
+def test_draw_then_read_equals_render():
+    surface = make_square(lambda points: points[:, 0] * points[:, 1])
+    with make_renderer(surface) as renderer:
+        rendered = renderer.render(surface, 1.0, index=2)
+        renderer.draw(surface, 1.0, index=2)
+        drawn = renderer.read_pixels()
+    assert np.array_equal(rendered, drawn)
