@@ -1,0 +1,318 @@
+"""The streaming upload handler that ``/files``, ``/jobs`` and ``/uploads`` share.
+
+The body goes to a file as it arrives (``tornado.web.stream_request_body``),
+so the server's memory does not grow with the upload. Token, options, size
+and queue place are checked before the body is read, and a rejected body is
+drained for a bounded time so the client can read the error response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from ..errors import UserError
+from .base import ApiError, BaseHandler
+from .jobs import Job, Upload, is_id, new_id
+from .launcher import render_arguments, validate_render_arguments
+from .scheduler import QueueFull, Reservation
+from .uploads import UploadError, UploadReceiver
+
+logger = logging.getLogger(__name__)
+
+# Names that are not render options, in the query string or the form.
+CONTROL_FIELDS = ("token", "upload")
+# Bytes of an over-limit body read and thrown away after the 413 is sent, so
+# the client reads the response before the connection closes.
+DRAIN_BYTES = 64 * 2**20
+DRAIN_SECONDS = 10.0
+
+
+@tornado.web.stream_request_body
+class UploadingHandler(BaseHandler):
+    """Stream an archive to disk: a raw body or the ``file`` field of a form.
+
+    Subclasses set ``needs_reservation`` when the request becomes a job.
+    """
+
+    needs_reservation = True
+
+    def prepare(self) -> None:
+        self.receiver: UploadReceiver | None = None
+        self.reservation: Reservation | None = None
+        self.query_options: dict[str, str] = {}
+        self.client_gone = False
+        self.draining = False
+        self.body_started = False
+        self.body_complete = False
+        self.extracting = False
+        if self.request.method != "POST":
+            return
+
+        # Tornado's own limit sits above ours, so that the body of a rejected
+        # request can drain and an over-limit body gets our 413 instead of
+        # Tornado's bare 400 and a closed connection.
+        length = self._content_length() or 0
+        limit = self.context.settings.max_upload_bytes
+        self.request.connection.set_max_body_size(max(length, limit) + DRAIN_BYTES)
+
+        try:
+            self._check_before_body(length)
+            content_type = self.request.headers.get("Content-Type", "")
+            self.receiver = UploadReceiver(self.context.store.incoming_path(), content_type)
+        except ApiError as error:
+            self.reject_body(error.status_code, error.message, error.headers)
+            return
+        except UploadError as error:
+            self.reject_body(400, str(error))
+            return
+
+        self.last_data_time = time.monotonic()
+        self._schedule_idle_check()
+
+    def _schedule_idle_check(self) -> None:
+        timeout = self.context.settings.upload_idle_timeout_s
+        self._idle_timer = asyncio.get_running_loop().call_later(timeout / 4, self._check_idle)
+
+    def _check_idle(self) -> None:
+        # A client that vanished without closing its socket (a dead login node,
+        # a dropped NAT entry) would hold its queue place and file forever.
+        if self._finished or self.client_gone or self.receiver is None or self.extracting:
+            return
+        if self.body_complete:
+            return
+        idle_s = time.monotonic() - self.last_data_time
+        if idle_s < self.context.settings.upload_idle_timeout_s:
+            self._schedule_idle_check()
+            return
+        logger.info("closing the upload from %s: no data for %.0f s", self.request.remote_ip, idle_s)
+        self._drop_upload()
+        self.request.connection.close()
+
+    def _check_before_body(self, length: int) -> None:
+        """Check the token, options, size and queue, and hold a queue place.
+
+        Raises
+        ------
+        ApiError
+            401, 400, 413 or 503.
+        """
+        content_type = self.request.headers.get("Content-Type", "")
+        if self.has_token_outside_body() or "multipart/form-data" not in content_type:
+            self.check_token()
+
+        self.query_options = {name: self.get_query_argument(name) for name in self.request.query_arguments
+                              if name not in CONTROL_FIELDS}
+        try:
+            validate_render_arguments(render_arguments(self.query_options))
+        except UserError as error:
+            raise ApiError(400, str(error)) from None
+
+        if length > self.context.settings.max_upload_bytes:
+            raise ApiError(413, self._too_large_message())
+
+        if self.needs_reservation:
+            try:
+                self.reservation = self.context.queue.reserve()
+            except QueueFull as error:
+                raise ApiError(503, str(error), headers={"Retry-After": str(error.retry_after_s)}) from None
+
+    def _content_length(self) -> int | None:
+        try:
+            return int(self.request.headers["Content-Length"])
+        except (KeyError, ValueError):
+            return None
+
+    def _too_large_message(self) -> str:
+        limit = self.context.settings.max_upload_bytes
+        return (f"upload too large: the limit is {limit} bytes ({limit / 2**20:.0f} MiB); "
+                "send fewer time steps or ask the operator to raise --max-upload")
+
+    def reject_body(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        """Send an error response before the body has been read.
+
+        A client that waits for ``100 Continue`` gets the response at once and
+        sends nothing. Any other client is sending the body already, so the
+        response is flushed and the body drained for at most ``DRAIN_SECONDS``,
+        because closing a socket with unread data resets the connection and
+        the client may lose the response. ``data_received`` uses it too,
+        because an exception raised there closes the connection without a response.
+        """
+        self._drop_upload()
+        self.draining = True
+        self.set_status(status)
+        self.set_header("Connection", "close")
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+
+        waits_for_continue = self.request.headers.get("Expect", "").lower() == "100-continue"
+        if waits_for_continue and not self.body_started:
+            self._write_error_body(status, message, finish=True)
+            return
+        self._write_error_body(status, message, finish=False)
+        self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._stop_draining)
+
+    def _stop_draining(self) -> None:
+        if not self._finished and not self.client_gone:
+            logger.info("closing the connection from %s: its rejected body is still arriving",
+                        self.request.remote_ip)
+            self.finish()
+
+    def _write_error_body(self, status_code: int, message: str, *, finish: bool) -> None:
+        if self.wants_json():
+            self.set_header("Content-Type", "application/json")
+            body = json.dumps({"error": message, "status": status_code, "job": None}) + "\n"
+        else:
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            body = message + "\n"
+        if finish:
+            self.finish(body)
+            return
+        self.set_header("Content-Length", str(len(body.encode())))
+        self.write(body)
+        self.flush()
+
+    def data_received(self, chunk: bytes) -> None:
+        self.body_started = True
+        self.last_data_time = time.monotonic()
+        if self.draining or self.receiver is None:
+            return
+        try:
+            self.receiver.feed(chunk)
+        except UploadError as error:
+            self.reject_body(400, str(error))
+            return
+        if self.receiver.bytes_received > self.context.settings.max_upload_bytes:
+            logger.info("upload from %s passed the %d-byte limit", self.request.remote_ip,
+                        self.context.settings.max_upload_bytes)
+            self.reject_body(413, self._too_large_message())
+
+    def on_connection_close(self) -> None:
+        self.client_gone = True
+        self._drop_upload()
+        self._cancel_timers()
+        super().on_connection_close()
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        # Delete the upload before the client can read the response.
+        self._drop_upload()
+        super().send_error(status_code, **kwargs)
+
+    def on_finish(self) -> None:
+        self._drop_upload()
+        self._cancel_timers()
+
+    def _cancel_timers(self) -> None:
+        for name in ("_drain_timer", "_idle_timer"):
+            timer = getattr(self, name, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _drop_upload(self) -> None:
+        # While a worker thread extracts into the upload's folder, deleting it
+        # would race with the extraction; post() cleans up when it returns.
+        if self.receiver is not None and not self.extracting:
+            self.receiver.discard()
+            shutil.rmtree(self.receiver.path.parent, ignore_errors=True)
+            self.receiver = None
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
+
+    def finish_draining(self) -> bool:
+        """Finish a request whose error response went out before its body; return whether it did."""
+        if self.draining and not self._finished:
+            self.finish()
+        return self.draining
+
+    def receive_form(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Finish the upload, check the token and return (render options, control fields).
+
+        Raises
+        ------
+        ApiError
+            400 for a malformed body or invalid option, 401 for a missing token.
+        """
+        assert self.receiver is not None
+        self.body_complete = True
+        try:
+            self.receiver.finish()
+        except UploadError as error:
+            raise ApiError(400, str(error)) from None
+
+        fields = self.receiver.fields
+        self.check_token(fields.get("token"))
+        options = dict(self.query_options)
+        for name, value in fields.items():
+            if name in CONTROL_FIELDS:
+                continue
+            if name in options and options[name] != value:
+                raise ApiError(400, f"option {name} is given twice, in the query and the form, "
+                                    "with different values; give it once")
+            options[name] = value
+
+        controls = {name: fields.get(name) or self.get_query_argument(name, None) or ""
+                    for name in CONTROL_FIELDS}
+        try:
+            validate_render_arguments(render_arguments(options))
+        except UserError as error:
+            raise ApiError(400, str(error)) from None
+        return options, controls
+
+    async def extract_upload(self, destination: Path) -> None:
+        """Extract the streamed archive into ``destination``; 400 when it is invalid."""
+        assert self.receiver is not None
+        try:
+            self.receiver.check_archive()
+            self.extracting = True
+            await self.context.queue.extract(self.receiver.path, destination)
+        except UserError as error:
+            raise ApiError(400, str(error)) from None
+        finally:
+            self.extracting = False
+
+    async def create_job(self, options: dict[str, str], upload_id: str) -> Job:
+        """Turn this request into a queued job: extract its archive or use a stored upload.
+
+        Raises
+        ------
+        ApiError
+            400 for a bad archive or unknown upload.
+        """
+        assert self.receiver is not None and self.reservation is not None
+        store = self.context.store
+        job = Job(id=new_id(), options=options, arguments=render_arguments(options))
+
+        if upload_id:
+            if self.receiver.has_file:
+                raise ApiError(400, "give either an archive or upload=<id>, not both")
+            upload = self._find_upload(upload_id)
+            job.upload = upload.id
+            upload.last_used = time.time()
+            store.add_job(job)
+        else:
+            staging = self.receiver.path.parent / "input"
+            await self.extract_upload(staging)
+            if self.client_gone:
+                raise ApiError(400, "the client disconnected during extraction")
+            folder = store.add_job(job)
+            os.rename(staging, folder / "input")
+
+        self.context.queue.submit(job, self.reservation)
+        self.reservation = None
+        return job
+
+    def _find_upload(self, upload_id: str) -> Upload:
+        upload = self.context.store.uploads.get(upload_id) if is_id(upload_id) else None
+        if upload is None:
+            raise ApiError(400, f"upload {upload_id!r} not found; it may have expired, so upload the archive "
+                                "again with POST /uploads")
+        return upload

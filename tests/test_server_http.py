@@ -1,0 +1,817 @@
+"""The HTTP service end to end: a real server subprocess, real curl, real MPI render jobs.
+
+Data stays small: the bundled cavity sample rendered at 160x120 unless a test
+is about the default settings. Every wait is bounded, and every server and job
+process a test starts is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "datasets" / "cavity" / "VTK"
+PYTHON = sys.executable
+START_TIMEOUT_S = 60.0
+# A launcher that runs real mpiexec ranks which only sleep: the job stays
+# "running" until it is cancelled, timed out or killed.
+SLEEP_LAUNCHER = f"mpiexec -n {{ranks}} {PYTHON} -c 'import time; time.sleep(300)'"
+
+
+class ServerProcess:
+    """A ``tornado_app.py`` child on 127.0.0.1 with its own state folder and log."""
+
+    def __init__(self, state_dir: Path, log_path: Path, *arguments: str, env: dict[str, str] | None = None):
+        self.state_dir = state_dir
+        self.log_path = log_path
+        self.arguments = arguments
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> ServerProcess:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        command = [PYTHON, str(REPO / "tornado_app.py"), "--port", "0", "--address", "127.0.0.1",
+                   "--state-dir", str(self.state_dir), *self.arguments]
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                            env=self.env, start_new_session=True)
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.log()[offset:])
+            if match:
+                self.url = match.group(1)
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with status {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not start within {START_TIMEOUT_S} s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 40.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signum)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def request(self, method: str, path: str, *, body: bytes | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """Send one request with urllib; returns (status, headers, body) for any status."""
+        request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def json(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        status, headers, body = self.request(method, path, **kwargs)
+        if headers.get("Content-Type", "").startswith("application/json"):
+            return status, json.loads(body)
+        return status, body.decode(errors="replace")
+
+    def wait_for_job(self, job_id: str, statuses: tuple[str, ...], timeout: float = 120.0,
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status, record = self.json("GET", f"/jobs/{job_id}", headers=headers)
+            if status == 200 and record["status"] in statuses:
+                return record
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not reach {statuses} within {timeout} s: {record}\n{self.log()}")
+
+
+def curl(*arguments: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
+    """Run curl quietly with errors shown; returns the completed process (bytes output)."""
+    return subprocess.run(["curl", "-sS", *arguments], capture_output=True, timeout=timeout)
+
+
+def curl_status(url: str, output: Path, *arguments: str, timeout: float = 180.0) -> tuple[int, dict[str, str]]:
+    """POST with curl, body to ``output``; returns (HTTP status, response headers)."""
+    header_file = output.with_name(output.name + ".headers")
+    finished = curl("-o", str(output), "-D", str(header_file), "-w", "%{http_code}", *arguments, url,
+                    timeout=timeout)
+    headers: dict[str, str] = {}
+    if header_file.exists():
+        for line in header_file.read_text(errors="replace").splitlines():
+            name, separator, value = line.partition(":")
+            if separator:
+                headers[name.strip().lower()] = value.strip()
+    return int(finished.stdout.decode() or 0), headers
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+def tar_with_member(archive: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    """Write a .tar.gz with the sample plus one crafted member (absolute path, .., link)."""
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(SAMPLE, arcname="VTK")
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return archive
+
+
+def movie_properties(path: Path) -> tuple[int, int, int]:
+    """Decode a movie with PyAV and return (frames, width, height)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames, stream.codec_context.width, stream.codec_context.height
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Return (pid, command line) of live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if text in command and state != "Z":
+            found.append((int(entry.name), command))
+    return found
+
+
+def wait_until_gone(text: str, timeout: float = 30.0) -> list[tuple[int, str]]:
+    """Wait until no process mentions ``text``; returns those still alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = processes_mentioning(text)
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return processes_mentioning(text)
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """Kill leftovers of a failed test, so no process outlives the test run."""
+    for pid, _ in processes_mentioning(text):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def peak_rss_kib(pid: int) -> int:
+    """Return a process's peak resident set size (VmHWM) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
+
+SMALL = "size=160x120"
+
+
+@pytest.fixture(scope="module")
+def sample_steps() -> int:
+    from kvis_parallel.series import discover_series
+
+    return len(discover_series(SAMPLE).steps)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not SAMPLE.is_dir():
+        pytest.fail(f"sample data missing at {SAMPLE}; run datasets/make_foam_samples.sh")
+    return pack(SAMPLE, tmp_path_factory.mktemp("archive") / "VTK.tar.gz")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with a state folder under tmp_path; stop them and any job they left."""
+    servers: list[ServerProcess] = []
+    state_dir = tmp_path / "state"
+
+    def start(*arguments: str, env: dict[str, str] | None = None) -> ServerProcess:
+        server = ServerProcess(state_dir, tmp_path / "server.log", *arguments, env=env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    kill_processes_mentioning(str(state_dir))
+
+
+@pytest.fixture
+def server(start_server) -> ServerProcess:
+    return start_server("--ranks", "2")
+
+
+def test_contract_command(server: ServerProcess, archive: Path, tmp_path: Path, sample_steps: int) -> None:
+    movie = tmp_path / "movie.mp4"
+    with open(movie, "wb") as output:
+        finished = subprocess.run(["curl", "-f", "-F", f"file=@{archive}", f"{server.url}/files"],
+                                  stdout=output, stderr=subprocess.PIPE, timeout=240)
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert movie_properties(movie)[0] == sample_steps
+
+
+def test_files_response_headers(server: ServerProcess, archive: Path, tmp_path: Path) -> None:
+    movie = tmp_path / "movie.mp4"
+    status, headers = curl_status(f"{server.url}/files?{SMALL}", movie, "-F", f"file=@{archive}")
+    assert status == 200
+    assert headers["content-type"] == "video/mp4"
+    assert int(headers["content-length"]) == movie.stat().st_size
+    assert headers["content-disposition"] == 'attachment; filename="movie.mp4"'
+
+
+@pytest.mark.parametrize("content_type", [None, "application/gzip", "application/octet-stream"])
+def test_files_raw_body(server: ServerProcess, archive: Path, tmp_path: Path, sample_steps: int,
+                        content_type: str | None) -> None:
+    movie = tmp_path / "movie.mp4"
+    extra = ["-H", f"Content-Type: {content_type}"] if content_type else []
+    status, _ = curl_status(f"{server.url}/files?{SMALL}", movie, "--data-binary", f"@{archive}", *extra)
+    assert status == 200, movie.read_text(errors="replace")
+    assert movie_properties(movie) == (sample_steps, 160, 120)
+
+
+def test_files_raw_tar_body(server: ServerProcess, tmp_path: Path, sample_steps: int) -> None:
+    plain = tmp_path / "VTK.tar"
+    with tarfile.open(plain, "w") as tar:
+        tar.add(SAMPLE, arcname="sample/VTK")
+    movie = tmp_path / "movie.mp4"
+    status, _ = curl_status(f"{server.url}/files?{SMALL}", movie, "--data-binary", f"@{plain}",
+                            "-H", "Content-Type: application/x-tar")
+    assert status == 200, movie.read_text(errors="replace")
+    assert movie_properties(movie)[0] == sample_steps
+
+
+def test_files_query_options(server: ServerProcess, archive: Path, tmp_path: Path, sample_steps: int) -> None:
+    import av
+
+    movie = tmp_path / "movie.mp4"
+    query = "field=U&size=200x96&fps=5&colormap=coolwarm_r&view=%2Bz&title=-o%20x&log=0"
+    status, _ = curl_status(f"{server.url}/files?{query}", movie, "-F", f"file=@{archive}")
+    assert status == 200, movie.read_text(errors="replace")
+    assert movie_properties(movie) == (sample_steps, 200, 96)
+    with av.open(str(movie)) as container:
+        assert container.streams.video[0].average_rate == 5
+
+
+def test_form_fields_as_options(server: ServerProcess, archive: Path, tmp_path: Path) -> None:
+    movie = tmp_path / "movie.mp4"
+    status, _ = curl_status(f"{server.url}/files", movie, "-F", "size=176x144", "-F", f"file=@{archive}")
+    assert status == 200, movie.read_text(errors="replace")
+    assert movie_properties(movie)[1:] == (176, 144)
+
+
+def bad_archives(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Build each kind of bad upload; returns name -> (file, expected words in the reason)."""
+    cases: dict[str, tuple[Path, str]] = {}
+    folder.mkdir()
+
+    not_gzip = folder / "notes.txt"
+    not_gzip.write_text("these are not the files you are looking for\n" * 100)
+    cases["not gzip"] = (not_gzip, "not a tar archive")
+
+    whole = pack(SAMPLE, folder / "whole.tar.gz").read_bytes()
+    truncated = folder / "truncated.tar.gz"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    cases["truncated"] = (truncated, "truncated")
+
+    empty = folder / "empty.tar.gz"
+    empty.write_bytes(b"")
+    cases["empty"] = (empty, "empty")
+
+    no_steps_folder = folder / "case"
+    no_steps_folder.mkdir()
+    (no_steps_folder / "README").write_text("no VTK here\n")
+    cases["no time steps"] = (pack(no_steps_folder, folder / "nosteps.tar.gz"), "time step")
+
+    absolute = tarfile.TarInfo(str(folder / "absolute-escape.txt"))
+    absolute.size = 5
+    cases["absolute path"] = (tar_with_member(folder / "absolute.tar.gz", absolute, b"owned"), "absolute")
+
+    dotdot = tarfile.TarInfo("VTK/../../dotdot-escape.txt")
+    dotdot.size = 5
+    cases["dot-dot member"] = (tar_with_member(folder / "dotdot.tar.gz", dotdot, b"owned"), "..")
+
+    link = tarfile.TarInfo("VTK/passwd")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    cases["symlink"] = (tar_with_member(folder / "symlink.tar.gz", link), "link")
+    return cases
+
+
+def test_bad_archives_rejected(server: ServerProcess, tmp_path: Path) -> None:
+    cases = bad_archives(tmp_path / "bad")
+    for name, (path, words) in cases.items():
+        reply = tmp_path / f"{path.name}.reply"
+        status, headers = curl_status(f"{server.url}/files?{SMALL}", reply, "-F", f"file=@{path}")
+        reason = reply.read_text()
+        assert status == 400, f"{name}: {status} {reason}"
+        assert words in reason, f"{name}: {reason}"
+        assert reason.count("\n") == 1, f"{name}: the reason is not one line: {reason!r}"
+        assert headers["content-type"].startswith("text/plain"), name
+
+    escaped = [path for path in tmp_path.rglob("*escape.txt")] + list(tmp_path.parent.glob("*escape.txt"))
+    assert escaped == []
+    assert not (server.state_dir.parent / "dotdot-escape.txt").exists()
+    assert list((server.state_dir / "incoming").iterdir()) == []
+    assert list((server.state_dir / "jobs").iterdir()) == []
+    assert server.json("GET", "/healthz")[1]["ok"] is True
+
+
+def test_curl_fails_on_bad_archive(server: ServerProcess, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    finished = curl("-f", "-F", f"file=@{bad}", f"{server.url}/files")
+    assert finished.returncode == 22
+    assert finished.stdout == b""
+
+
+def test_unknown_field_lists_fields(server: ServerProcess, archive: Path, tmp_path: Path) -> None:
+    reply = tmp_path / "reply"
+    status, headers = curl_status(f"{server.url}/files?{SMALL}&field=nope", reply, "-F", f"file=@{archive}")
+    reason = reply.read_text()
+    assert status == 400
+    assert "nope" in reason
+    assert "p (" in reason
+    assert "U (" in reason
+    assert str(server.state_dir) not in reason
+    assert "x-kvis-job" in headers
+
+
+@pytest.mark.parametrize("query, words", [
+    ("size=abc", "--size"),
+    ("colormap=rainbowish", "colormap"),
+    ("fps=0", "fps"),
+    ("range=5,1", "range"),
+    ("output=%2Fetc%2Fx.mp4", "unknown option 'output'"),
+    ("edges=perhaps", "edges"),
+])
+def test_invalid_option_rejected_before_upload(server: ServerProcess, archive: Path, tmp_path: Path,
+                                               query: str, words: str) -> None:
+    reply = tmp_path / "reply"
+    status, _ = curl_status(f"{server.url}/files?{query}", reply, "-F", f"file=@{archive}")
+    assert status == 400
+    assert words in reply.read_text()
+    assert list((server.state_dir / "jobs").iterdir()) == []
+
+
+def test_json_errors_when_accepted(server: ServerProcess, tmp_path: Path) -> None:
+    status, headers, body = server.request("POST", "/files?size=abc", body=b"x",
+                                           headers={"Accept": "application/json"})
+    assert status == 400
+    assert headers["Content-Type"] == "application/json"
+    assert "--size" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("curl_options", [[], ["-H", "Expect:"], ["-H", "Transfer-Encoding: chunked"]],
+                         ids=["expect-continue", "no-expect", "chunked"])
+def test_oversized_upload_rejected(start_server, tmp_path: Path, curl_options: list[str]) -> None:
+    server = start_server("--max-upload", "1M")
+    big = tmp_path / "big.tar.gz"
+    with open(big, "wb") as file:
+        file.write(os.urandom(3 * 2**20))
+    reply = tmp_path / "reply"
+    status, _ = curl_status(f"{server.url}/files", reply, "-F", f"file=@{big}", *curl_options)
+    assert status == 413
+    assert "upload too large" in reply.read_text()
+    assert server.json("GET", "/healthz")[0] == 200
+    assert list((server.state_dir / "incoming").iterdir()) == []
+
+
+def stream_upload(url: str, total_bytes: int, chunk_bytes: int = 1 << 20) -> tuple[int, bytes]:
+    """POST a multipart body of ``total_bytes`` zeros generated chunk by chunk; returns (status, body)."""
+    parsed = urllib.parse.urlsplit(url)
+    boundary = "kvisStreamBoundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.tar\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
+    connection.putrequest("POST", parsed.path)
+    connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    connection.putheader("Content-Length", str(len(head) + total_bytes + len(tail)))
+    connection.endheaders()
+    connection.send(head)
+    chunk = bytes(chunk_bytes)
+    sent = 0
+    while sent < total_bytes:
+        piece = chunk[: min(chunk_bytes, total_bytes - sent)]
+        connection.send(piece)
+        sent += len(piece)
+    connection.send(tail)
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response.status, body
+
+
+def test_large_upload_memory_flat(start_server, archive: Path, tmp_path: Path) -> None:
+    server = start_server("--max-upload", "1G")
+    # Warm the server up with one real request so imports and buffers are counted before.
+    assert curl_status(f"{server.url}/files?{SMALL}", tmp_path / "warm.mp4", "-F", f"file=@{archive}")[0] == 200
+    before = peak_rss_kib(server.pid)
+
+    status, body = stream_upload(f"{server.url}/files", 400 * 2**20)
+    after = peak_rss_kib(server.pid)
+    print(f"server peak RSS before {before / 1024:.1f} MiB, after a 400 MiB upload {after / 1024:.1f} MiB")
+
+    # 400 MiB of zeros is no tar archive: the server streamed it, tried it and rejected it.
+    assert status == 400, body
+    assert b"not a tar archive" in body or b"empty" in body, body
+    assert after - before < 40 * 1024, f"peak RSS grew by {(after - before) / 1024:.1f} MiB"
+    assert list((server.state_dir / "incoming").iterdir()) == []
+
+
+def test_concurrent_uploads_not_mixed(start_server, archive: Path, tmp_path: Path, sample_steps: int) -> None:
+    server = start_server("--max-running", "1", "--backlog", "1", "--ranks", "1")
+    requests = [("p", 160, 120), ("U", 176, 144), ("p", 192, 128), ("U", 208, 112), ("p", 224, 96)]
+
+    def upload(index: int) -> tuple[int, dict[str, str], Path]:
+        field, width, height = requests[index]
+        movie = tmp_path / f"movie{index}.mp4"
+        status, headers = curl_status(f"{server.url}/files?field={field}&size={width}x{height}", movie,
+                                      "-F", f"file=@{archive}")
+        return status, headers, movie
+
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        results = list(pool.map(upload, range(len(requests))))
+
+    rendered = 0
+    for (field, width, height), (status, headers, movie) in zip(requests, results):
+        assert status in (200, 503), f"{status}: {movie.read_text(errors='replace')}"
+        if status == 503:
+            assert int(headers["retry-after"]) > 0
+            continue
+        rendered += 1
+        assert movie_properties(movie) == (sample_steps, width, height)
+        job_id = headers["x-kvis-job"]
+        assert server.json("GET", f"/jobs/{job_id}")[1]["options"] == {"field": field,
+                                                                        "size": f"{width}x{height}"}
+    assert rendered >= 2
+
+
+def test_client_disconnect_cancels_job(start_server, archive: Path) -> None:
+    server = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "2")
+    client = subprocess.Popen(["curl", "-sS", "-f", "-F", f"file=@{archive}", f"{server.url}/files"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        jobs: list[dict] = []
+        while time.monotonic() < deadline and not any(job["status"] == "running" for job in jobs):
+            jobs = server.json("GET", "/jobs")[1]["jobs"]
+            time.sleep(0.1)
+        assert jobs and jobs[0]["status"] == "running"
+        assert len(processes_mentioning(str(server.state_dir))) >= 3  # mpiexec and two ranks
+    finally:
+        client.kill()
+        client.wait(timeout=10)
+
+    record = server.wait_for_job(jobs[0]["id"], ("cancelled",), timeout=30)
+    assert record["error"] == "the client disconnected"
+    assert wait_until_gone(str(server.state_dir / "jobs")) == []
+
+
+@pytest.mark.parametrize("pid_recorded", [True, False], ids=["pid-recorded", "pid-missing"])
+def test_restart_keeps_finished_fails_running(start_server, archive: Path, tmp_path: Path,
+                                              pid_recorded: bool) -> None:
+    first = start_server("--ranks", "2")
+    status, accepted = first.json("POST", f"/jobs?{SMALL}", body=archive.read_bytes(),
+                                  headers={"Content-Type": "application/gzip"})
+    assert status == 202
+    done = first.wait_for_job(accepted["id"], ("done",))
+    first.stop()
+
+    second = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "2")
+    status, sleeping = second.json("POST", "/jobs", body=archive.read_bytes())
+    assert status == 202
+    second.wait_for_job(sleeping["id"], ("running",))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(processes_mentioning(sleeping["id"])) < 3:
+        time.sleep(0.1)
+    second.stop(signal.SIGKILL)
+    assert len(processes_mentioning(sleeping["id"])) >= 3, "mpiexec and both ranks should outlive the server"
+    if not pid_recorded:
+        # As if the server died between starting the job and recording its process id.
+        record_path = second.state_dir / "jobs" / sleeping["id"] / "job.json"
+        record = json.loads(record_path.read_text())
+        record["pid"] = record["pid_start_ticks"] = None
+        record_path.write_text(json.dumps(record))
+
+    third = start_server("--ranks", "2")
+    assert third.json("GET", f"/jobs/{done['id']}")[1]["status"] == "done"
+    status, _, movie = third.request("GET", f"/jobs/{done['id']}/movie.mp4")
+    assert status == 200
+    assert movie[4:8] == b"ftyp"
+    failed = third.json("GET", f"/jobs/{sleeping['id']}")[1]
+    assert failed["status"] == "failed"
+    assert "server restarted while the job was running" in failed["error"]
+    assert wait_until_gone(sleeping["id"]) == []
+
+
+def test_token_required(start_server, archive: Path, tmp_path: Path) -> None:
+    token = "s3cret-token-value"
+    server = start_server("--token", token, env={"KVIS_TOKEN": "ignored-because-the-flag-wins"})
+    reply = tmp_path / "reply"
+
+    assert curl_status(f"{server.url}/files?{SMALL}", reply, "-F", f"file=@{archive}")[0] == 401
+    assert curl_status(f"{server.url}/files?{SMALL}", reply, "-F", f"file=@{archive}",
+                       "-H", "Authorization: Bearer wrong")[0] == 401
+    assert curl_status(f"{server.url}/files?{SMALL}", reply, "--data-binary", f"@{archive}")[0] == 401
+    assert server.request("GET", "/jobs")[0] == 401
+    assert server.request("GET", "/healthz")[0] == 200
+
+    status, headers = curl_status(f"{server.url}/files?{SMALL}", reply, "-F", f"file=@{archive}",
+                                  "-H", f"Authorization: Bearer {token}")
+    assert status == 200
+    status, _ = curl_status(f"{server.url}/files?{SMALL}", reply, "-F", f"token={token}", "-F", f"file=@{archive}")
+    assert status == 200
+    status, _ = curl_status(f"{server.url}/files?{SMALL}&token={token}", reply, "--data-binary", f"@{archive}")
+    assert status == 200
+
+    job_id = headers["x-kvis-job"]
+    assert server.request("GET", f"/jobs/{job_id}/movie.mp4")[0] == 401
+    assert server.request("GET", f"/jobs/{job_id}/movie.mp4",
+                          headers={"Authorization": f"Bearer {token}"})[0] == 200
+    assert token not in server.log()
+
+
+def test_token_from_environment(start_server, tmp_path: Path) -> None:
+    server = start_server(env={"KVIS_TOKEN": "from-env"})
+    assert server.request("GET", "/jobs")[0] == 401
+    assert server.request("GET", "/jobs", headers={"Authorization": "Bearer from-env"})[0] == 200
+
+
+def test_movie_range_requests(server: ServerProcess, archive: Path) -> None:
+    status, accepted = server.json("POST", f"/jobs?{SMALL}", body=archive.read_bytes())
+    assert status == 202
+    record = server.wait_for_job(accepted["id"], ("done",))
+    movie_url = record["movie"]
+    size = record["movie_bytes"]
+
+    status, headers, body = server.request("GET", movie_url, headers={"Range": "bytes=0-99"})
+    assert status == 206
+    assert headers["Content-Range"] == f"bytes 0-99/{size}"
+    assert len(body) == 100
+    assert server.request("GET", movie_url, headers={"Range": f"bytes={size + 10}-"})[0] == 416
+    status, headers, _ = server.request("GET", record["poster"])
+    assert status == 200
+    assert headers["Content-Type"] == "image/jpeg"
+
+
+def test_job_accepted_with_location(server: ServerProcess, archive: Path) -> None:
+    status, headers, body = server.request("POST", f"/jobs?{SMALL}", body=archive.read_bytes())
+    assert status == 202
+    accepted = json.loads(body)
+    assert headers["Location"] == f"/jobs/{accepted['id']}"
+    assert accepted["status"] in ("queued", "running")
+    record = server.wait_for_job(accepted["id"], ("done",))
+    assert record["frames_done"] == record["frames_total"]
+    listed = server.json("GET", "/jobs")[1]["jobs"]
+    assert [job["id"] for job in listed] == [accepted["id"]]
+
+
+def test_upload_then_two_jobs(server: ServerProcess, archive: Path, sample_steps: int) -> None:
+    status, upload = server.json("POST", "/uploads", body=archive.read_bytes())
+    assert status == 201, upload
+    assert upload["summary"]["steps"] == sample_steps
+    assert {field["name"] for field in upload["summary"]["fields"]} >= {"p", "U"}
+
+    movies = {}
+    for field in ("p", "U"):
+        status, accepted = server.json("POST", f"/jobs?upload={upload['id']}&field={field}&{SMALL}")
+        assert status == 202, accepted
+        record = server.wait_for_job(accepted["id"], ("done",))
+        movies[field] = server.request("GET", record["movie"])[2]
+    assert movies["p"] != movies["U"]
+    assert server.json("GET", f"/uploads/{upload['id']}")[0] == 200
+
+
+def test_unknown_upload_rejected(server: ServerProcess) -> None:
+    status, reply = server.json("POST", "/jobs?upload=0123456789abcdef", headers={"Accept": "application/json"})
+    assert status == 400
+    assert "not found" in reply["error"]
+
+
+def test_job_time_limit_kills_group(start_server, archive: Path, tmp_path: Path) -> None:
+    server = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "2", "--job-timeout", "3")
+    status, accepted = server.json("POST", "/jobs", body=archive.read_bytes())
+    assert status == 202
+    record = server.wait_for_job(accepted["id"], ("failed",), timeout=60)
+    assert "time limit of 3 s" in record["error"]
+    assert wait_until_gone(accepted["id"]) == []
+
+    reply = tmp_path / "reply"
+    assert curl_status(f"{server.url}/files", reply, "-F", f"file=@{archive}")[0] == 504
+
+
+def test_delete_cancels_running_job(start_server, archive: Path) -> None:
+    server = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "1")
+    accepted = server.json("POST", "/jobs", body=archive.read_bytes())[1]
+    server.wait_for_job(accepted["id"], ("running",))
+    status, record = server.json("DELETE", f"/jobs/{accepted['id']}")
+    assert status == 200
+    assert server.wait_for_job(accepted["id"], ("cancelled",), timeout=30)["status"] == "cancelled"
+    assert wait_until_gone(accepted["id"]) == []
+
+
+def test_queue_full_answers_503(start_server, archive: Path) -> None:
+    server = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "1", "--backlog", "1")
+    first = server.json("POST", "/jobs", body=archive.read_bytes())
+    second = server.json("POST", "/jobs", body=archive.read_bytes())
+    status, headers, body = server.request("POST", "/jobs", body=archive.read_bytes())
+    assert (first[0], second[0]) == (202, 202)
+    assert status == 503
+    assert int(headers["Retry-After"]) > 0
+    assert b"queue is full" in body
+    health = server.json("GET", "/healthz")[1]
+    assert health["jobs"] == {"running": 1, "queued": 1}
+
+
+def test_retention_deletes_old_movies(start_server, archive: Path) -> None:
+    server = start_server("--retention", "1", "--cleanup-interval", "0.2")
+    accepted = server.json("POST", f"/jobs?{SMALL}", body=archive.read_bytes())[1]
+    server.wait_for_job(accepted["id"], ("done",))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.request("GET", f"/jobs/{accepted['id']}")[0] != 404:
+        time.sleep(0.2)
+    assert server.request("GET", f"/jobs/{accepted['id']}")[0] == 404
+    assert not (server.state_dir / "jobs" / accepted["id"]).exists()
+
+
+def test_quota_deletes_oldest_movies(start_server, archive: Path) -> None:
+    server = start_server("--quota", "1K", "--cleanup-interval", "0.2")
+    accepted = server.json("POST", f"/jobs?{SMALL}", body=archive.read_bytes())[1]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.request("GET", f"/jobs/{accepted['id']}")[0] != 404:
+        time.sleep(0.1)
+    assert not (server.state_dir / "jobs" / accepted["id"]).exists()
+    assert f"job {accepted['id']} done" in server.log()
+    assert "over its quota" in server.log()
+
+
+def test_inputs_deleted_when_job_ends(server: ServerProcess, archive: Path) -> None:
+    accepted = server.json("POST", f"/jobs?{SMALL}", body=archive.read_bytes())[1]
+    server.wait_for_job(accepted["id"], ("done",))
+    folder = server.state_dir / "jobs" / accepted["id"]
+    assert not (folder / "input").exists()
+    assert (folder / "movie.mp4").is_file()
+    assert json.loads((folder / "job.json").read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize("path", ["/nothing", "/jobs/0123456789abcdef", "/jobs/../etc/passwd",
+                                  "/static/../settings.py"])
+def test_unknown_paths_404(server: ServerProcess, path: str) -> None:
+    finished = curl("--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", server.url + path)
+    assert finished.stdout.decode() in ("404", "403")
+
+
+def test_index_page_served(server: ServerProcess) -> None:
+    from kvis_parallel.server.app import STATIC_DIR
+
+    status, headers, body = server.request("GET", "/")
+    if not (STATIC_DIR / "index.html").exists():
+        assert status == 404
+        return
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert body == (STATIC_DIR / "index.html").read_bytes()
+
+
+def test_sigterm_cancels_running_jobs(start_server, archive: Path) -> None:
+    server = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "2")
+    accepted = server.json("POST", "/jobs", body=archive.read_bytes())[1]
+    server.wait_for_job(accepted["id"], ("running",))
+    server.stop(signal.SIGTERM)
+    assert server.process is not None and server.process.returncode == 0
+    assert wait_until_gone(accepted["id"]) == []
+
+    record = json.loads((server.state_dir / "jobs" / accepted["id"] / "job.json").read_text())
+    assert record["status"] == "cancelled"
+    assert "server stopped" in record["error"]
+
+
+def test_renderer_crash_is_500_with_job_id(start_server, archive: Path, tmp_path: Path) -> None:
+    crash = "{python} -c 'import sys; print(\"Traceback: boom\", file=sys.stderr); sys.exit(1)'"
+    server = start_server("--launcher", crash)
+    reply = tmp_path / "reply"
+    status, headers = curl_status(f"{server.url}/files", reply, "-F", f"file=@{archive}")
+    reason = reply.read_text()
+    assert status == 500
+    job_id = headers["x-kvis-job"]
+    assert job_id in reason
+    assert "internal error" in reason
+    assert f"job {job_id}" in server.log()
+    assert server.json("GET", f"/jobs/{job_id}")[1]["status"] == "failed"
+
+
+def test_disconnect_mid_upload_cleans_up(server: ServerProcess) -> None:
+    parsed = urllib.parse.urlsplit(server.url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    connection.putrequest("POST", "/files")
+    connection.putheader("Content-Type", "application/gzip")
+    connection.putheader("Content-Length", str(50 * 2**20))
+    connection.endheaders()
+    connection.send(bytes(2**20))
+
+    incoming = server.state_dir / "incoming"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not list(incoming.iterdir()):
+        time.sleep(0.05)
+    assert list(incoming.iterdir()), "the upload should be streaming to a file"
+    connection.close()
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and list(incoming.iterdir()):
+        time.sleep(0.05)
+    assert list(incoming.iterdir()) == []
+    health = server.json("GET", "/healthz")[1]
+    assert health["jobs"] == {"running": 0, "queued": 0}
+    assert health["uploads_in_progress"] == 0
+
+
+def test_oversized_stream_memory_flat(start_server, tmp_path: Path) -> None:
+    server = start_server("--max-upload", "64M")
+    assert server.request("GET", "/healthz")[0] == 200
+    before = peak_rss_kib(server.pid)
+
+    # curl -T - streams stdin with chunked encoding, so neither side keeps the body in memory.
+    reply = tmp_path / "reply"
+    client = subprocess.Popen(["curl", "-sS", "-T", "-", "-X", "POST", "-o", str(reply), "-w", "%{http_code}",
+                               "-H", "Content-Type: application/gzip", f"{server.url}/files"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert client.stdin is not None
+    chunk = bytes(2**20)
+    sent = 0
+    try:
+        for _ in range(400):
+            client.stdin.write(chunk)
+            sent += len(chunk)
+        client.stdin.close()
+    except BrokenPipeError:
+        pass
+    status, _ = client.communicate(timeout=60)
+    after = peak_rss_kib(server.pid)
+    print(f"sent {sent / 2**20:.0f} MiB; server peak RSS before {before / 1024:.1f} MiB, "
+          f"after {after / 1024:.1f} MiB")
+
+    assert status.decode() == "413"
+    assert "upload too large" in reply.read_text()
+    assert after - before < 40 * 1024, f"peak RSS grew by {(after - before) / 1024:.1f} MiB"
+    assert server.json("GET", "/healthz")[1]["uploads_in_progress"] == 0
+    assert list((server.state_dir / "incoming").iterdir()) == []
+
+
+def test_stalled_upload_closed(start_server) -> None:
+    server = start_server("--upload-idle-timeout", "1")
+    parsed = urllib.parse.urlsplit(server.url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    connection.putrequest("POST", "/files")
+    connection.putheader("Content-Length", str(10 * 2**20))
+    connection.endheaders()
+    connection.send(bytes(2**16))
+
+    started = time.monotonic()
+    closed = connection.sock.recv(1) == b""
+    waited = time.monotonic() - started
+    connection.close()
+    assert closed
+    assert waited < 10
+    assert list((server.state_dir / "incoming").iterdir()) == []
+    assert server.json("GET", "/healthz")[1]["uploads_in_progress"] == 0
+    assert "no data for" in server.log()

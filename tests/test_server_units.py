@@ -1,0 +1,198 @@
+"""Unit tests of the server's pure parts: multipart parsing, settings, the launcher command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from kvis_parallel.errors import UserError
+from kvis_parallel.server.jobs import Job, StateStore, write_json_atomically
+from kvis_parallel.server.launcher import build_command, error_message, render_arguments
+from kvis_parallel.server.settings import parse_duration, parse_settings, parse_size
+from kvis_parallel.server.uploads import MultipartParser, UploadError, UploadReceiver, parse_part_headers
+
+BOUNDARY = b"----kvisBoundary42"
+
+
+def multipart_body(parts: list[tuple[str, str | None, bytes]]) -> bytes:
+    body = b"preamble to ignore\r\n"
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += b"--" + BOUNDARY + b"\r\n"
+        body += f"Content-Disposition: {disposition}\r\n".encode()
+        body += b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
+    return body + b"--" + BOUNDARY + b"--\r\n"
+
+
+def receive(tmp_path: Path, body: bytes, chunk: int) -> UploadReceiver:
+    receiver = UploadReceiver(tmp_path / "upload", f"multipart/form-data; boundary={BOUNDARY.decode()}")
+    for start in range(0, len(body), chunk):
+        receiver.feed(body[start:start + chunk])
+    receiver.finish()
+    return receiver
+
+
+# Data that contains the delimiter's prefix, CRLFs and dashes, to catch a
+# parser that cuts the file part at a near-match.
+TRICKY = b"\r\n--" + BOUNDARY[:-1] + b"X\r\n\r\n--\x00" * 50 + bytes(range(256)) * 20
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1000, 1 << 20])
+def test_multipart_file_any_chunking(tmp_path: Path, chunk: int) -> None:
+    body = multipart_body([("token", None, b"secret"), ("file", "VTK.tar.gz", TRICKY), ("field", None, b"p")])
+    receiver = receive(tmp_path, body, chunk)
+    assert (tmp_path / "upload").read_bytes() == TRICKY
+    assert receiver.fields == {"token": "secret", "field": "p"}
+    assert receiver.filename == "VTK.tar.gz"
+    assert receiver.has_file
+
+
+def test_multipart_truncated_body(tmp_path: Path) -> None:
+    body = multipart_body([("file", "a.tgz", b"x" * 100)])
+    receiver = UploadReceiver(tmp_path / "upload", f"multipart/form-data; boundary={BOUNDARY.decode()}")
+    receiver.feed(body[:-10])
+    with pytest.raises(UploadError, match="truncated"):
+        receiver.finish()
+
+
+@pytest.mark.parametrize("parts, message", [
+    ([("field", None, b"p")], "missing form field 'file'"),
+    ([("file", "a.tgz", b"")], "empty"),
+])
+def test_multipart_archive_check(tmp_path: Path, parts, message: str) -> None:
+    receiver = receive(tmp_path, multipart_body(parts), 10)
+    with pytest.raises(UploadError, match=message):
+        receiver.check_archive()
+
+
+def test_multipart_two_files_rejected(tmp_path: Path) -> None:
+    body = multipart_body([("file", "a", b"1"), ("file", "b", b"2")])
+    with pytest.raises(UploadError, match="more than one 'file'"):
+        receive(tmp_path, body, 1000)
+
+
+def test_multipart_oversized_field_rejected(tmp_path: Path) -> None:
+    body = multipart_body([("title", None, b"t" * 70_000), ("file", "a", b"1")])
+    with pytest.raises(UploadError, match="longer than"):
+        receive(tmp_path, body, 4096)
+
+
+def test_raw_body_written_as_is(tmp_path: Path) -> None:
+    receiver = UploadReceiver(tmp_path / "upload", "application/x-www-form-urlencoded")
+    receiver.feed(b"abc")
+    receiver.feed(b"def")
+    receiver.finish()
+    receiver.check_archive()
+    assert not receiver.is_multipart
+    assert (tmp_path / "upload").read_bytes() == b"abcdef"
+
+
+def test_part_headers_without_name_rejected() -> None:
+    with pytest.raises(UploadError, match="Content-Disposition"):
+        parse_part_headers(b"Content-Type: text/plain")
+
+
+def test_parser_ignores_epilogue() -> None:
+    seen: list[bytes] = []
+    parser = MultipartParser(BOUNDARY, lambda name, filename: None, lambda name, data: seen.append(data),
+                             lambda name: None)
+    parser.feed(multipart_body([("a", None, b"1")]) + b"trailing junk --" + BOUNDARY)
+    parser.close()
+    assert b"".join(seen) == b"1"
+
+
+@pytest.mark.parametrize("text, expected", [("512", 512), ("64K", 65536), ("8G", 8 * 2**30), ("1.5M", 1572864)])
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [("90", 90.0), ("30m", 1800.0), ("24h", 86400.0), ("2d", 172800.0)])
+def test_parse_duration(text: str, expected: float) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-1", "ten", "5x"])
+def test_parse_duration_invalid(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+def test_settings_flag_beats_environment(tmp_path: Path) -> None:
+    environ = {"KVIS_PORT": "9000", "KVIS_RANKS": "3", "KVIS_MAX_UPLOAD": "1G", "KVIS_TOKEN": "t",
+               "KVIS_STATE_DIR": str(tmp_path)}
+    settings = parse_settings(["--port", "9100"], environ)
+    assert settings.port == 9100
+    assert settings.ranks == 3
+    assert settings.max_upload_bytes == 2**30
+    assert settings.token == "t"
+    assert settings.state_dir == tmp_path
+
+
+def test_settings_defaults(tmp_path: Path) -> None:
+    settings = parse_settings([], {"XDG_STATE_HOME": str(tmp_path)})
+    assert settings.port == 8080
+    assert settings.address == ""
+    assert settings.listens_beyond_loopback
+    assert settings.max_running == 1
+    assert settings.launcher == "mpiexec -n {ranks}"
+    assert settings.state_dir == tmp_path / "kvis-server"
+
+
+def test_render_arguments_use_equals_form() -> None:
+    arguments = render_arguments({"title": "-o /etc/passwd", "log": "yes", "edges": "0", "time_format": "{time}"})
+    assert arguments == ["--title=-o /etc/passwd", "--log", "--time-format={time}"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"output": "x.mp4"}, "unknown option 'output'"),
+    ({"poster": "/tmp/x.jpg"}, "unknown option 'poster'"),
+    ({"log": "maybe"}, "invalid option log"),
+    ({"title": "a\x00b"}, "NUL"),
+])
+def test_render_arguments_rejected(options: dict[str, str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        render_arguments(options)
+
+
+def test_build_command_substitutes_each_argument(tmp_path: Path) -> None:
+    command = build_command("srun -n {ranks} --job-name=kvis-{job} --chdir {workdir}", "/opt/py", 4,
+                            "abc", tmp_path, ["render", "in"])
+    assert command == ["srun", "-n", "4", "--job-name=kvis-abc", "--chdir", str(tmp_path),
+                       "/opt/py", "-m", "kvis_parallel", "render", "in"]
+
+
+def test_build_command_uses_mpiexec_beside_python(tmp_path: Path) -> None:
+    (tmp_path / "mpiexec").write_text("")
+    command = build_command("mpiexec -n {ranks}", str(tmp_path / "python"), 2, "abc", tmp_path, [])
+    assert command[0] == str(tmp_path / "mpiexec")
+
+
+def test_error_message_prefers_kvis_line() -> None:
+    lines = ["Traceback ...", "kvis: error: field 'x' not found", "mpiexec noise"]
+    assert error_message(lines) == "field 'x' not found"
+
+
+def test_store_marks_interrupted_jobs_failed(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    running = Job(id="0123456789abcdef", status="running")
+    finished = Job(id="fedcba9876543210", status="done")
+    for job in (running, finished):
+        store.add_job(job)
+
+    reopened = StateStore(tmp_path)
+    interrupted = reopened.open()
+    assert [job.id for job in interrupted] == [running.id]
+    assert reopened.jobs[running.id].status == "failed"
+    assert "restarted while the job was running" in reopened.jobs[running.id].error
+    assert reopened.jobs[finished.id].status == "done"
+
+
+def test_write_json_atomically_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    write_json_atomically(path, {"a": 1})
+    write_json_atomically(path, {"a": 2})
+    assert path.read_text().count('"a": 2') == 1
+    assert [item.name for item in tmp_path.iterdir()] == ["job.json"]
