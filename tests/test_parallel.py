@@ -1,4 +1,4 @@
-"""Tests for kvis_parallel.parallel: hand-out, colour range, and whole jobs under a real mpiexec.
+"""Tests for kvis_parallel.parallel: job settings, and whole jobs in process and under a real mpiexec.
 
 The MPI tests compare movies made by 1, 2 and 3 ranks frame by frame, which
 checks the order as well as the pixels. Other MPI tests make one rank fail and
@@ -8,7 +8,6 @@ check that the whole job ends promptly with a message naming the rank and step.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from conftest import last_line
 
 from kvis_parallel import parallel
 from kvis_parallel.errors import UserError
-from kvis_parallel.parallel import NO_MORE_STEPS, Dispatcher, SurfaceCache
 from kvis_parallel.scene import Scene
 
 SIZE = "160x120"
@@ -33,69 +31,6 @@ FRAME_TOLERANCE = 2
 
 # Seconds within which a job with a failing rank must have ended.
 FAILURE_DEADLINE_S = 30
-
-
-# --- Hand-out of steps ------------------------------------------------------------------
-
-
-def drain(dispatcher: Dispatcher, ranks: list[int]) -> list[tuple[int, int]]:
-    handed = []
-    while True:
-        progressed = False
-        for rank in ranks:
-            step = dispatcher.take(rank)
-            if step != NO_MORE_STEPS:
-                handed.append((rank, step))
-                progressed = True
-        if not progressed:
-            return handed
-
-
-def test_dispatcher_lowest_first():
-    dispatcher = Dispatcher(range(5))
-
-    assert [dispatcher.take(rank) for rank in (1, 2, 1, 0, 2, 1)] == [0, 1, 2, 3, 4, NO_MORE_STEPS]
-
-
-def test_dispatcher_prefers_cached_step_nearby():
-    dispatcher = Dispatcher(range(10), cached={2: [3, 9]}, lookahead=3)
-
-    assert dispatcher.take(1) == 0
-    assert dispatcher.take(2) == 3, "step 3 is within 3 of the lowest free step 1"
-    assert dispatcher.take(2) == 1, "step 9 is too far ahead"
-    assert dispatcher.take(1) == 2
-
-
-def test_dispatcher_skips_cached_step_taken_elsewhere():
-    dispatcher = Dispatcher(range(4), cached={1: [0, 1]}, lookahead=0)
-
-    assert dispatcher.take(2) == 0
-    assert dispatcher.take(1) == 1
-    assert dispatcher.take(1) == 2
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_dispatcher_stays_within_lookahead(seed):
-    generator = random.Random(seed)
-    steps = 60
-    lookahead = 4
-    cached = {rank: sorted(generator.sample(range(steps), 15)) for rank in range(4)}
-    dispatcher = Dispatcher(range(steps), cached=cached, lookahead=lookahead)
-
-    taken: set[int] = set()
-    while len(taken) < steps:
-        lowest_free = min(set(range(steps)) - taken)
-        step = dispatcher.take(generator.randrange(4))
-        assert step not in taken
-        assert step <= lowest_free + lookahead
-        taken.add(step)
-    assert all(dispatcher.take(rank) == NO_MORE_STEPS for rank in range(4))
-
-
-def test_dispatcher_gives_every_step_once():
-    handed = drain(Dispatcher(range(20), cached={0: [5, 6], 1: [7]}, lookahead=8), [0, 1, 2])
-
-    assert sorted(step for _, step in handed) == list(range(20))
 
 
 # --- Settings and sizes ------------------------------------------------------------------
@@ -119,135 +54,9 @@ def test_encoder_mode_rejects_unknown():
         parallel.encoder_mode("both", 4)
 
 
-@pytest.mark.parametrize(("ranks", "width", "height"), [
-    (1, 160, 120), (4, 1280, 720), (64, 1920, 1080), (256, 3840, 2160), (8, 7680, 7680),
-])
-def test_reorder_window_bounded(ranks, width, height):
-    frame_bytes = width * height * 3 // 2
-    window = parallel.reorder_window(ranks, frame_bytes)
-
-    assert window >= parallel.MIN_REORDER_WINDOW
-    assert window * frame_bytes <= max(parallel.REORDER_WINDOW_BYTES, parallel.MIN_REORDER_WINDOW * frame_bytes)
-
-
 @pytest.mark.parametrize(("count", "expected"), [(1, 0), (2, 1), (11, 5), (100, 50)])
 def test_poster_step_is_middle(count, expected):
     assert parallel.poster_step(count) == expected
-
-
-class RecordingWriter:
-    """Stands in for encode.MovieWriter: records the first Y value of each frame."""
-
-    def __init__(self) -> None:
-        self.written: list[int] = []
-
-    def write_yuv420p(self, planes: np.ndarray) -> None:
-        self.written.append(int(planes[0, 0]))
-
-
-def test_collector_encodes_in_order_within_window():
-    from mpi4py import MPI
-
-    from kvis_parallel.progress import Progress
-
-    writer = RecordingWriter()
-    context = parallel.make_context(MPI.COMM_SELF)
-    collector = parallel._FrameCollector(context, total=6, shape=(6, 4), window=3, writer=writer,
-                                         progress=Progress())
-    for step in (2, 1):
-        assert collector.can_hold(step)
-        frame = collector.buffer()
-        frame[...] = step
-        collector.store(step, frame)
-    assert not collector.can_hold(3), "step 3 is outside the window of steps 0..2"
-    assert writer.written == []
-
-    frame = collector.buffer()
-    frame[...] = 0
-    collector.store(0, frame)
-    collector.encode_ready()
-
-    assert writer.written == [0, 1, 2]
-    assert collector.next_step == 3
-    assert collector.can_hold(5)
-    assert collector._allocated == 3, "buffers are reused, never more than the window"
-
-
-# --- Surfaces kept between the phases ---------------------------------------------------------
-
-
-def make_surface(resolution: int):
-    from vtkmodules.vtkFiltersSources import vtkSphereSource
-
-    source = vtkSphereSource()
-    source.SetThetaResolution(resolution)
-    source.SetPhiResolution(resolution)
-    source.Update()
-    return source.GetOutput()
-
-
-def test_surface_cache_keeps_within_budget():
-    surface = make_surface(64)
-    size = surface.GetActualMemorySize() * 1024
-    cache = SurfaceCache(budget_bytes=int(size * 2.5))
-
-    assert [cache.offer(step, make_surface(64)) for step in range(4)] == [True, True, False, False]
-    assert cache.steps == [0, 1]
-    assert cache.used_bytes <= cache.budget_bytes
-
-
-def test_surface_cache_pop_drops_older_steps():
-    cache = SurfaceCache(budget_bytes=2**30)
-    for step in (2, 4, 6):
-        cache.offer(step, make_surface(8))
-
-    assert cache.pop(5) is None
-    assert cache.steps == [6]
-    assert cache.pop(6) is not None
-    assert cache.used_bytes == 0
-
-
-# --- Colour range --------------------------------------------------------------------------
-
-
-def test_prepass_ignores_nan_and_inf():
-    result = parallel._PrepassResult()
-    result.add("a", np.array([1.0, np.nan, 3.0, np.inf]), (0, 1, 0, 1, 0, 0))
-    result.add("b", np.array([np.nan, np.nan]), (0, 2, 0, 1, 0, 0))
-    result.add("c", np.array([-np.inf, 2.0]), None)
-
-    assert (result.low, result.high) == (1.0, 3.0)
-    assert result.nan_steps == ["b"]
-    assert result.empty_steps == ["c"]
-    assert list(result.bounds) == [0, 2, 0, 1, 0, 0]
-
-
-def job_with(scene: Scene) -> parallel.RenderJob:
-    return parallel.RenderJob(series=None, scene=scene, output=Path("m.mp4"))  # type: ignore[arg-type]
-
-
-def test_colour_range_from_data():
-    result = parallel._PrepassResult(low=-1.0, high=4.0, low_positive=0.5)
-
-    assert parallel.colour_range(job_with(Scene(field="p")), result) == (-1.0, 4.0)
-    assert parallel.colour_range(job_with(Scene(field="p", log=True)), result) == (0.5, 4.0)
-    assert parallel.colour_range(job_with(Scene(field="p", range=(0.0, 1.0))), result) == (0.0, 1.0)
-
-
-@pytest.mark.parametrize(("scene", "message"), [
-    (Scene(field="p"), "no finite value"),
-    (Scene(field="p", log=True), "no finite value"),
-])
-def test_colour_range_without_values(scene, message):
-    with pytest.raises(UserError, match=message):
-        parallel.colour_range(job_with(scene), parallel._PrepassResult())
-
-
-def test_colour_range_log_without_positive_values():
-    result = parallel._PrepassResult(low=-3.0, high=0.0)
-
-    with pytest.raises(UserError, match="--log"):
-        parallel.colour_range(job_with(Scene(field="p", log=True)), result)
 
 
 # --- A whole job in this process ------------------------------------------------------------
@@ -269,6 +78,27 @@ def test_run_render_in_process(synthetic_series, tmp_path, movie_frames):
     assert summary.per_rank[0].cached_steps == 3
     assert summary.per_rank[0].steps_read == 3, "cached steps were read a second time"
     assert len(movie_frames(tmp_path / "m.mp4").frames) == 3
+
+
+def test_render_and_readback_timed_apart(synthetic_series, tmp_path, monkeypatch):
+    from mpi4py import MPI
+
+    from kvis_parallel import render
+    from kvis_parallel.progress import Progress
+    from kvis_parallel.series import discover_series
+
+    def render_together(*args, **kwargs):
+        raise AssertionError("FrameRenderer.render() times drawing and readback as one stage")
+
+    monkeypatch.setattr(render.FrameRenderer, "render", render_together)
+    series = discover_series(synthetic_series(steps=2))
+    scene = parallel.resolve_field(series, Scene(size=(160, 120)))
+    job = parallel.RenderJob(series=series, scene=scene, output=tmp_path / "m.mp4")
+    summary = parallel.run_render(job, parallel.make_context(MPI.COMM_SELF), Progress())
+
+    stages = summary.per_rank[0].stages
+    assert stages["render"] > 0
+    assert stages["readback"] > 0
 
 
 # --- Under mpiexec ----------------------------------------------------------------------------
@@ -374,6 +204,22 @@ def test_corrupt_step_under_mpi(kvis, cavity, tmp_path):
     line = last_line(result.stderr)
     assert line.startswith("kvis: error:")
     assert "cavity_70" in line
+
+
+@pytest.mark.mpi
+def test_truncated_step_under_mpi(kvis, cavity, tmp_path):
+    data = tmp_path / "VTK"
+    shutil.copytree(cavity, data)
+    step_file = data / "cavity_50.vtk"
+    content = step_file.read_bytes()
+    step_file.write_bytes(content[:content.index(b"CELL_DATA")])
+    result = render(kvis, data, tmp_path / "m.mp4", 2, "--field", "p")
+
+    assert result.returncode == 2, result.stderr
+    line = last_line(result.stderr)
+    assert line.startswith("kvis: error:"), result.stderr
+    assert str(step_file) in line
+    assert "truncated" in line
 
 
 @pytest.mark.mpi
