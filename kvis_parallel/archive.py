@@ -39,7 +39,13 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 _TAR_MAGIC_OFFSET = 257
 _TAR_MAGIC = b"ustar"
 
+_TAR_BLOCK_BYTES = 512
+
 _CHUNK_BYTES = 1 << 20
+
+# The fixes named in error messages, for a file that is not an archive and for a damaged one.
+_PACK_HINT = "give a .tar, .tar.gz or .tgz of the case's VTK folder, e.g. made with tar -czf VTK.tar.gz case/VTK"
+_COPY_HINT = "check that the file was copied completely, or make the archive again"
 
 # Below this many uncompressed bytes the ratio is not checked: tiny archives
 # of repetitive text legitimately compress far better than 200:1, and they
@@ -171,8 +177,11 @@ def extract_archive(archive: Path, destination: Path, limits: ArchiveLimits = Ar
         raise ArchiveError(f"cannot open archive {archive}: {error.strerror}") from None
 
     with stream:
-        head = stream.read(len(_XZ_MAGIC))
+        head = stream.read(_TAR_BLOCK_BYTES)
         stream.seek(0)
+        if head and not _is_compressed(head) and not _is_tar_header(head):
+            raise ArchiveError(f"{archive.name} is not a tar archive (its first bytes are neither a tar header "
+                               f"nor gzip, bzip2 or xz data); {_PACK_HINT}")
         source = _CountingReader(stream)
         extraction = _Extraction(archive, destination.resolve(), limits, source)
         try:
@@ -192,14 +201,34 @@ def extract_archive(archive: Path, destination: Path, limits: ArchiveLimits = Ar
     return destination
 
 
+def _is_compressed(head: bytes) -> bool:
+    return head.startswith((_GZIP_MAGIC, _BZIP2_MAGIC, _XZ_MAGIC))
+
+
+def _is_tar_header(head: bytes) -> bool:
+    """Return whether ``head`` starts a tar archive.
+
+    Accepted are a POSIX header (its magic), an older header with a valid
+    checksum, and the zero block that ends an archive, which tarfile then
+    reports as empty.
+    """
+    if head[_TAR_MAGIC_OFFSET:].startswith(_TAR_MAGIC) or head == bytes(len(head)):
+        return True
+    try:
+        tarfile.TarInfo.frombuf(head[:_TAR_BLOCK_BYTES], tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
 def _read_error_message(archive: Path, error: BaseException) -> str:
     detail = str(error) or type(error).__name__
     if isinstance(error, gzip.BadGzipFile):
-        return f"archive {archive.name} is not a valid gzip file ({detail}); upload it again"
+        return f"archive {archive.name} is not a valid gzip file ({detail}); {_COPY_HINT}"
     if isinstance(error, tarfile.ReadError) and "empty file" in detail:
-        return f"archive {archive.name} is an empty file; upload the tar.gz of the case's VTK folder"
+        return f"archive {archive.name} is an empty file; {_PACK_HINT}"
     if isinstance(error, (EOFError, zlib.error)) or "unexpected end" in detail or "truncated" in detail:
-        return f"archive {archive.name} is truncated or corrupt ({detail}); upload it again"
+        return f"archive {archive.name} is truncated or corrupt ({detail}); {_COPY_HINT}"
     if isinstance(error, tarfile.ReadError):
         return (f"{archive.name} is not a tar archive or is corrupt ({detail}); "
                 "give a .tar, .tar.gz or .tgz of the case's VTK folder")
@@ -308,4 +337,4 @@ def _write_member(extraction: _Extraction, tar: tarfile.TarFile, member: tarfile
     written = target.stat().st_size
     if written != member.size:
         raise ArchiveError(f"archive {extraction.archive.name} is truncated: member {member.name!r} has "
-                           f"{written} of its {member.size} bytes; upload it again")
+                           f"{written} of its {member.size} bytes; {_COPY_HINT}")

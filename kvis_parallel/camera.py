@@ -1,10 +1,10 @@
 """Fit one camera to the bounds of a whole time series, without VTK.
 
 View names give the direction the camera looks, as ParaView's view buttons do:
-``+z`` looks along +z from the -z side. ``auto`` looks straight down the thin
-axis of a 2-D case (OpenFOAM meshes one cell thick) so that the other two
-axes read right and up with a right-handed orientation, and uses ``iso``
-for 3-D cases.
+``+z`` looks along +z from the -z side. ``auto`` looks straight down the
+thinnest axis of the drawn geometry when it is thin (a 2-D case, meshed one
+cell thick by OpenFOAM, a patch or a slice) so that the other two axes read
+right and up with a right-handed orientation, and uses ``iso`` for 3-D data.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ Vector = tuple[float, float, float]
 # OpenFOAM's 2-D cavity tutorial is 0.1 x 0.1 x 0.01 (a tenth), damBreak a
 # fortieth. NOTE: a 3-D case this flat is drawn as 2-D unless --view is given.
 THIN_RATIO = 1.0 / 8.0
+
+# An axis is flat (the geometry has no depth along it, as a patch or an
+# axis-aligned slice) when its extent is at most this fraction of the largest.
+FLAT_RATIO = 1e-6
 
 # Space around the data: the fitted view is this factor larger than the data.
 MARGIN = 1.08
@@ -107,8 +111,8 @@ def fit_camera(bounds: tuple[float, ...], view: str = "auto", zoom: float = 1.0,
     extent = high - low
     thin = thin_axes(extent)
     if view == "auto":
-        view = _choose_view(thin)
-        logger.debug("view auto: thin axes %s, looking %s", thin, view)
+        view = _choose_view(extent, thin)
+        logger.debug("view auto: extent %s, thin axes %s, looking %s", tuple(extent), thin, view)
 
     direction, requested_up = (np.asarray(v, dtype=float) for v in _AXIS_VIEWS[view])
     direction = _unit(direction)
@@ -175,13 +179,23 @@ def thin_axes(extent: np.ndarray | tuple[float, float, float]) -> tuple[int, ...
     return tuple(int(axis) for axis in range(3) if extent[axis] <= largest * THIN_RATIO)
 
 
-def _choose_view(thin: tuple[int, ...]) -> str:
-    if len(thin) == 2:
+def _choose_view(extent: np.ndarray, thin: tuple[int, ...]) -> str:
+    """Return the view down the thinnest axis of the drawn geometry, along a line, or iso.
+
+    The bounds are those of what is drawn, so a flat patch or an axis-aligned
+    slice (zero extent along one axis) is seen face-on even when the case
+    around it is thin along another axis.
+    """
+    if not thin:
+        return "iso"
+    largest = float(extent.max())
+    flat = [axis for axis in thin if extent[axis] <= largest * FLAT_RATIO]
+    if len(thin) == 2 and len(flat) == 2:
         (long_axis,) = set(range(3)) - set(thin)
         return _ALONG_LINE[long_axis]
-    if thin:
-        return _DOWN_AXIS[thin[-1]]
-    return "iso"
+    # Among equally thin axes the last one wins, so a point is seen down z.
+    thinnest = min(reversed(thin), key=lambda axis: extent[axis])
+    return _DOWN_AXIS[thinnest]
 
 
 def _check_bounds(bounds: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:

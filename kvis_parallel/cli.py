@@ -38,6 +38,13 @@ SERIES_SUFFIXES = (".series", ".pvd")
 # The shell's status for a process ended by SIGINT; also used after SIGTERM.
 EXIT_INTERRUPTED = 130
 
+# The shell's status for a process ended by SIGPIPE, used when the reader of
+# stdout goes away (as in "kvis inspect VTK | head -1").
+EXIT_BROKEN_PIPE = 141
+
+# Movie suffixes that players take for MP4; another suffix is rejected, none is accepted with a warning.
+MOVIE_SUFFIXES = (".mp4", ".m4v", ".mov")
+
 # Environment variables in which launchers give each process its rank, read
 # before MPI starts so that option errors are written by rank 0 only.
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
@@ -123,6 +130,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return size
 
 
+def parse_cache_mb(text: str) -> float:
+    """Parse the MiB of ``--cache-mb``: a finite number, zero or above."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: give MiB as a number, 0 or above "
+                                         "(0 reads every step twice)")
+    return value
+
+
 def parse_parts(text: str) -> tuple[str, ...]:
     """Parse a comma-separated list of part names for ``--parts``."""
     parts = tuple(piece.strip() for piece in text.split(",") if piece.strip())
@@ -151,7 +170,7 @@ def build_parser() -> ArgumentParser:
     )
     _add_input_arguments(render)
     render.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.mp4",
-                        help="the movie file to write (H.264 in MP4)")
+                        help="the movie file to write (H.264 in MP4), ending in .mp4, .m4v or .mov")
     _add_scene_arguments(render)
     _add_output_arguments(render)
     _add_job_arguments(render)
@@ -195,27 +214,33 @@ def _add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--range", type=parse_range, metavar="MIN,MAX",
                        help="colour range in the field's units (default: minimum and maximum over all "
                             "steps); skips reading every step before the first frame")
-    group.add_argument("--log", action="store_true", help="logarithmic colour scale; the range must be above zero")
+    group.add_argument("--log", action="store_true",
+                       help="logarithmic colour scale; the range must be above zero, so a field with "
+                            "values of zero or below needs --range MIN,MAX with MIN > 0")
     group.add_argument("--view", choices=VIEWS, default=DEFAULTS.view,
-                       help="direction the camera looks (default: %(default)s: down the thin axis of a "
-                            "2-D case, iso otherwise)")
+                       help="direction the camera looks (default: %(default)s: down the thinnest axis of "
+                            "what is drawn when it is flat, such as a 2-D case, a patch or a slice; iso otherwise)")
     group.add_argument("--zoom", type=float, default=DEFAULTS.zoom, metavar="F",
                        help="magnification; 2 draws the data twice as large (default: %(default)s)")
     group.add_argument("--slice", type=parse_slice, metavar="OX,OY,OZ,NX,NY,NZ",
                        help="draw a plane cut through the volume instead of its outer surface: "
                             "origin and normal, in the mesh's length units")
     group.add_argument("--edges", action="store_true", help="draw cell edges")
-    group.add_argument("--title", metavar="TEXT", help="title at the top of every frame")
+    group.add_argument("--title", metavar="TEXT",
+                       help="title at the top of every frame, shortened with '...' to the width of the data")
     group.add_argument("--time-format", default=DEFAULTS.time_format, metavar="FMT",
-                       help="time label, a Python format string with {time} (seconds), {index} and "
-                            "{label} (default: '%(default)s')")
+                       help="time label, a Python format string with the fields {time} (the step's "
+                            "time in seconds), {index} (the frame's position in the movie, from 0) and "
+                            "{label} (the step's name, e.g. cavity_20); widths and precisions up to 64 "
+                            "(default: '%(default)s')")
     group.add_argument("--fxaa", action="store_true", help="smooth edges with FXAA (cheap anti-aliasing)")
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("movie and images")
     group.add_argument("--size", type=parse_size, default=DEFAULTS.size, metavar="WxH",
-                       help="frame size in pixels; odd numbers are rounded up to even (default: 1280x720)")
+                       help="frame size in pixels, 16 to 7680; odd numbers are rounded up to even; small "
+                            "frames leave out the title, time label and scalar bar (default: 1280x720)")
     group.add_argument("--fps", type=int, default=DEFAULTS.fps, metavar="N",
                        help="frames per second of the movie; one frame per time step (default: %(default)s)")
     group.add_argument("--crf", type=int, default=DEFAULTS.crf, metavar="N",
@@ -224,9 +249,10 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=PRESETS, default=DEFAULTS.preset, metavar="NAME",
                        help="libx264 speed preset, ultrafast to veryslow (default: %(default)s)")
     group.add_argument("--frames", type=Path, metavar="DIR",
-                       help="also write every frame as DIR/frame_00000.png, ... (created if missing)")
+                       help="also write every frame as DIR/frame_00000.png, ... (created if missing; "
+                            "frame_*.png files of an earlier run in it are removed)")
     group.add_argument("--poster", type=Path, metavar="FILE.jpg",
-                       help="also write the middle frame as a JPEG image")
+                       help="also write the middle frame as an image: JPEG for .jpg or .jpeg, PNG for .png")
     group.add_argument("--list-fields", action="store_true",
                        help="print each field with its association, components and range over all steps, "
                             "then exit without rendering")
@@ -244,8 +270,9 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default: the folder of the output file)")
     group.add_argument("--encoder-rank", choices=("auto", "dedicated", "shared"), default="auto",
                        help="whether rank 0 only encodes (dedicated) or also renders (shared); "
-                            "auto: dedicated from 5 ranks up (default: %(default)s)")
-    group.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                            "auto: dedicated from 5 ranks up; a single process is always shared "
+                            "(default: %(default)s)")
+    group.add_argument("--cache-mb", type=parse_cache_mb, default=None, metavar="MB",
                        help="memory per rank, in MiB, for surfaces kept between the range pass and "
                             "rendering; 0 reads every step twice (default: a quarter of the node's "
                             "available memory, shared by its ranks)")
@@ -317,7 +344,7 @@ def configure_logging(verbose: bool, quiet: bool, rank: int) -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     if verbose:
-        handler.setFormatter(logging.Formatter(f"kvis[{rank}] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_VerboseFormatter(rank))
     else:
         handler.setFormatter(_LevelPrefixFormatter())
     root = logging.getLogger()
@@ -326,15 +353,73 @@ def configure_logging(verbose: bool, quiet: bool, rank: int) -> None:
 
 
 class _LevelPrefixFormatter(logging.Formatter):
-    """Format records as "kvis: message", "kvis: warning: message" and so on."""
+    """Format records as "kvis: message", "kvis: warning: message" and so on.
+
+    Every line of a message that spans several (VTK's messages do) gets the
+    prefix; a traceback follows unprefixed.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
+        prefix = self.prefix(record)
+        text = "\n".join(f"{prefix}{line}" for line in record.getMessage().splitlines() or [""])
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
+        return text
+
+    def prefix(self, record: logging.LogRecord) -> str:
         if record.levelno >= logging.WARNING:
-            return f"kvis: {record.levelname.lower()}: {text}"
-        return f"kvis: {text}"
+            return f"kvis: {record.levelname.lower()}: "
+        return "kvis: "
+
+
+class _VerboseFormatter(_LevelPrefixFormatter):
+    """Format records as "kvis[rank] LEVEL logger: message" for ``-v``."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def prefix(self, record: logging.LogRecord) -> str:
+        return f"kvis[{self.rank}] {record.levelname} {record.name}: "
+
+
+def route_vtk_output() -> None:
+    """Send VTK's error and warning output to the ``vtk`` logger instead of straight to stderr.
+
+    Call it after :func:`~kvis_parallel.offscreen.configure_offscreen`,
+    because it imports VTK. Reading a step still captures VTK's output
+    itself, to put it in the error message.
+    """
+    from vtkmodules.util.misc import calldata_type
+    from vtkmodules.vtkCommonCore import VTK_STRING, vtkCommand, vtkLogger, vtkOutputWindow
+
+    vtk_logger = logging.getLogger("vtk")
+    window = vtkOutputWindow.GetInstance()
+
+    def forward(level: int) -> Callable[[object, str, object], None]:
+        @calldata_type(VTK_STRING)
+        def log(_caller: object, _event: str, text: object = None) -> None:
+            message = str(text or "").strip()
+            if message:
+                vtk_logger.log(level, "%s", message)
+        return log
+
+    window.AddObserver(vtkCommand.ErrorEvent, forward(logging.ERROR))
+    window.AddObserver(vtkCommand.WarningEvent, forward(logging.WARNING))
+    window.AddObserver(vtkCommand.MessageEvent, forward(logging.DEBUG))
+    window.SetDisplayModeToNever()
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)
+
+
+def quiet_broken_pipe() -> int:
+    """Point stdout at /dev/null after its reader went away, and return :data:`EXIT_BROKEN_PIPE`.
+
+    Without the redirection Python fails again when it flushes stdout at exit.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def print_error(message: str) -> None:
@@ -358,9 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
 
     configure_logging(args.verbose, args.quiet, rank)
-    if args.command == "inspect":
-        return _run_on_rank_zero_only(rank, lambda: inspect_command(args))
-    return render_command(args)
+    try:
+        if args.command == "inspect":
+            return _run_on_rank_zero_only(rank, lambda: inspect_command(args))
+        return render_command(args)
+    except BrokenPipeError:
+        return quiet_broken_pipe()
 
 
 # --- Input -------------------------------------------------------------------------------
@@ -376,7 +464,7 @@ def prepared_input(path: Path, workdir: Path) -> Iterator[Path]:
     Raises
     ------
     UserError
-        If ``path`` does not exist or ``workdir`` is not a folder.
+        If ``path`` does not exist, or ``workdir`` is not a folder or not writable.
     ArchiveError
         If the archive is invalid.
     """
@@ -390,7 +478,11 @@ def prepared_input(path: Path, workdir: Path) -> Iterator[Path]:
 
     if not workdir.is_dir():
         raise UserError(f"invalid --workdir {workdir}: the folder does not exist; create it or choose another")
-    folder = Path(tempfile.mkdtemp(prefix=".kvis-input-", dir=workdir))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=".kvis-input-", dir=workdir))
+    except OSError as error:
+        raise UserError(f"cannot write to folder {workdir}: {error.strerror or error}; "
+                        "choose another --workdir") from None
     try:
         logger.debug("extracting %s into %s", path, folder)
         yield archive.extract_archive(path, folder)
@@ -496,6 +588,8 @@ def _run_on_rank_zero_only(rank: int, command: Callable[[], int]) -> int:
         return EXIT_OK
     try:
         return command()
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except UserError as error:
         print_error(str(error))
         return EXIT_USER_ERROR
@@ -513,16 +607,92 @@ def partial_movie_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.{os.getpid()}.part.mp4")
 
 
-def _check_output(args: argparse.Namespace) -> None:
-    folder = args.output.parent
+def check_writable_folder(folder: Path, options: str) -> None:
+    """Create and remove a probe file in ``folder``, so that an unwritable folder fails before any work.
+
+    Raises
+    ------
+    UserError
+        Naming the folder, the reason and ``options``, the options that choose another folder.
+    """
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".kvis-probe-", dir=folder)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(f"cannot write to folder {folder}: {reason}; choose another {options}") from None
+
+
+def check_output_file(path: Path, option: str, example: str) -> None:
+    """Check that ``path`` can be written as a file: its folder exists and is writable, and it is no folder.
+
+    Raises
+    ------
+    UserError
+        Naming ``option``, the path and the fix.
+    """
+    folder = path.parent
     if not folder.is_dir():
-        raise UserError(f"invalid -o {args.output}: the folder {folder} does not exist; create it first")
-    if args.output.is_dir():
-        raise UserError(f"invalid -o {args.output}: it is a folder; give a file name such as movie.mp4")
-    if args.poster is not None and not args.poster.parent.is_dir():
-        raise UserError(f"invalid --poster {args.poster}: the folder {args.poster.parent} does not exist")
-    if args.summary is not None and not args.summary.parent.is_dir():
-        raise UserError(f"invalid --summary {args.summary}: the folder {args.summary.parent} does not exist")
+        raise UserError(f"invalid {option} {path}: the folder {folder} does not exist; create it first")
+    if path.is_dir():
+        raise UserError(f"invalid {option} {path}: it is a folder; give a file name such as {example}")
+    check_writable_folder(folder, option)
+
+
+def check_movie_suffix(path: Path) -> None:
+    """Reject a movie name with a suffix other than :data:`MOVIE_SUFFIXES`; warn when it has none."""
+    suffix = path.suffix.lower()
+    if not suffix:
+        logger.warning("-o %s has no suffix; the movie is MP4, so players may need the name %s.mp4",
+                       path, path.name)
+    elif suffix not in MOVIE_SUFFIXES:
+        raise UserError(f"invalid -o {path}: kvis writes H.264 in MP4, so the name must end in "
+                        f"{', '.join(MOVIE_SUFFIXES)}, e.g. {path.with_suffix('.mp4')}")
+
+
+def prepare_frames_folder(folder: Path) -> None:
+    """Create the ``--frames`` folder, check that it is writable, and remove frames of an earlier run.
+
+    Raises
+    ------
+    UserError
+        If ``folder`` is an existing file, cannot be created or is not writable.
+    """
+    from . import images
+
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"invalid --frames {folder}: it is a file; give a folder for the frame_*.png files")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(f"invalid --frames {folder}: cannot create the folder ({reason}); "
+                        "choose another --frames") from None
+    check_writable_folder(folder, "--frames")
+    images.remove_old_frames(folder)
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    from . import archive, images
+
+    check_movie_suffix(args.output)
+    check_output_file(args.output, "-o", "movie.mp4")
+    if args.poster is not None:
+        images.poster_format(args.poster)
+        check_output_file(args.poster, "--poster", "poster.jpg")
+    if args.summary is not None:
+        check_output_file(args.summary, "--summary", "summary.json")
+
+    if args.input.is_file() and args.input.suffix.lower() not in SERIES_SUFFIXES and archive.is_archive(args.input):
+        workdir = args.workdir if args.workdir is not None else args.output.parent
+        if not workdir.is_dir():
+            raise UserError(f"invalid --workdir {workdir}: the folder does not exist; create it or choose another")
+        check_writable_folder(workdir, "--workdir" if args.workdir is not None else "-o or --workdir")
+
+    # Created last, so that no folder is left behind when another output is invalid.
+    if args.frames is not None:
+        prepare_frames_folder(args.frames)
 
 
 def _prepare_job(args: argparse.Namespace, scene: Scene, stack: ExitStack, progress: Progress) -> Any:
@@ -546,14 +716,23 @@ def _prepare_job(args: argparse.Namespace, scene: Scene, stack: ExitStack, progr
 
 
 def _finish_job(args: argparse.Namespace, job: Any, summary: Any, progress: Progress, started: float) -> None:
-    os.replace(job.output, args.output)
+    try:
+        os.replace(job.output, args.output)
+    except OSError as error:
+        raise UserError(f"cannot write the movie {args.output}: {error.strerror or error}; "
+                        "choose another -o") from None
     summary.output = str(args.output)
     # Count the set-up on rank 0 too: finding the steps, extracting an archive, choosing the field.
     summary.wall_s = time.monotonic() - started
     if args.summary is not None:
-        args.summary.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+        try:
+            args.summary.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise UserError(f"cannot write --summary {args.summary}: {error.strerror or error}; "
+                            f"the movie is in {args.output}; choose another --summary") from None
     progress.finish(summary)
-    if not args.quiet:
+    # With --progress json a program reads the summary from the last JSON line instead.
+    if not args.quiet and args.progress != "json":
         sys.stderr.write(f"kvis: wrote {args.output}\n{summary.format_text()}\n")
         sys.stderr.flush()
 
@@ -574,7 +753,11 @@ def render_command(args: argparse.Namespace) -> int:
     # The window class and llvmpipe threads must be set before VTK is imported.
     local_rank, local_ranks = parallel.local_rank_count(MPI.COMM_WORLD)
     offscreen.configure_offscreen(local_ranks, local_rank=local_rank)
+    route_vtk_output()
     context = parallel.make_context(MPI.COMM_WORLD)
+    if context.rank == 0 and args.encoder_rank == "dedicated" and context.size == 1:
+        logger.warning("--encoder-rank dedicated needs at least 2 processes; with 1 the only rank "
+                       "renders and encodes (shared)")
     if context.rank == 0:
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
         mode = args.progress or default_progress_mode(sys.stderr)
@@ -612,9 +795,14 @@ def _render_and_clean_up(args: argparse.Namespace, scene: Scene, context: Any,
             return failed.status, False
         except KeyboardInterrupt as error:
             if context.rank == 0:
-                progress.fail("user", f"interrupted: {error}")
-                print_error(f"interrupted: {error}")
+                # Ctrl-C raises a KeyboardInterrupt without a message.
+                message = str(error) or "interrupted by SIGINT (Ctrl-C)"
+                progress.fail("user", message)
+                print_error(message)
             return EXIT_INTERRUPTED, running
+        except BrokenPipeError:
+            # The reader of --progress json or --list-fields went away: end quietly, like other tools.
+            return quiet_broken_pipe(), running
         except Exception as error:  # noqa: BLE001  every failure must end the job with a reason
             failure = parallel.failure_from(context, None, error)
             if context.rank != 0:
@@ -632,4 +820,4 @@ def _report_failure(failure: Any, error: BaseException, progress: Progress) -> N
 
 
 def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"stopped by signal {signum}")
+    raise KeyboardInterrupt(f"interrupted by {signal.Signals(signum).name}")

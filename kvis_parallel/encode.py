@@ -101,8 +101,11 @@ class MovieWriter:
 
         # +faststart rewrites the file at close so that the index (moov box)
         # precedes the media data and players can start before the download ends.
-        self._container = av.open(str(self.path), mode="w", format="mp4",
-                                  container_options={"movflags": "+faststart"})
+        try:
+            self._container = av.open(str(self.path), mode="w", format="mp4",
+                                      container_options={"movflags": "+faststart"})
+        except OSError as error:
+            raise self._write_error(error) from None
 
         # The codec opens at the first encode and the MP4 header is written at
         # the first mux, so every stream setting must be made before either.
@@ -146,8 +149,11 @@ class MovieWriter:
         # Presentation timestamps count frames, in the time base of 1/fps.
         frame.pts = self.frames_written
         frame.time_base = self.time_base
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except OSError as error:
+            raise self._write_error(error) from None
         self.frames_written += 1
 
     def close(self) -> None:
@@ -156,11 +162,19 @@ class MovieWriter:
             return
         # libx264 keeps frames back for lookahead and B-frames. Encoding None
         # drains them, and only then can the container write the index.
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
-        self._container.close()
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+        except OSError as error:
+            raise self._write_error(error) from None
         self._container = None
         logger.debug("wrote %d frames to %s", self.frames_written, self.path)
+
+    def _write_error(self, error: OSError) -> UserError:
+        reason = error.strerror or str(error)
+        return UserError(f"cannot write the movie {self.path}: {reason}; "
+                         "free some space or choose another -o folder")
 
     def abort(self) -> None:
         """Close without flushing and remove the incomplete file."""
@@ -171,6 +185,9 @@ class MovieWriter:
         except av.FFmpegError as error:
             logger.debug("closing the incomplete movie %s failed: %s", self.path, error)
         self._container = None
+        if not self.path.exists():
+            # The container writes the file at the first mux, so nothing was written.
+            return
         self.path.unlink(missing_ok=True)
         logger.warning("removed the incomplete movie %s after %d frames", self.path, self.frames_written)
 

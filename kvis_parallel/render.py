@@ -26,6 +26,8 @@ from vtkmodules.vtkRenderingCore import (
     vtkRenderer,
     vtkRenderWindow,
     vtkTextActor,
+    vtkTextProperty,
+    vtkTextRenderer,
 )
 
 # Registers the OpenGL implementations of the classes above. Without it VTK
@@ -36,7 +38,7 @@ import vtkmodules.vtkRenderingFreeType  # noqa: F401  isort: skip
 
 from .camera import CameraSpec
 from .colormap import colormap_table_float
-from .scene import Scene
+from .scene import Scene, format_time_label, scalar_bar_title, widen_constant_range
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,15 @@ TABLE_SIZE = 256
 TEXT_COLOR = (1.0, 1.0, 1.0)
 EDGE_COLOR = (0.1, 0.1, 0.1)
 LABEL_FORMAT = "%.4g"
+
+# The data viewport keeps at least this fraction of the frame's width and
+# height. The text rows and the scalar bar are dropped to make room.
+MIN_DATA_FRACTION = 0.6
+
+# VTK's default resolution of a render window, which sizes text in pixels.
+TEXT_DPI = 72
+
+ELLIPSIS = "..."
 
 
 @dataclass(frozen=True)
@@ -65,12 +76,34 @@ class Layout:
 
     @classmethod
     def for_size(cls, width: int, height: int) -> Layout:
-        """Scale the text with the frame's shorter side, counted as a 16:9 height."""
+        """Scale the text with the frame's shorter side, counted as a 16:9 height.
+
+        In a frame too small or too narrow for them, the text rows
+        (``row == 0``) and the scalar bar (``band == 0``) are left out, so
+        the data viewport never shrinks below :data:`MIN_DATA_FRACTION` of
+        the frame in either direction.
+        """
         font_size = int(min(max(round(min(width * 9 / 16, height) / 34), 8), 64))
-        # Room for a 10-character label such as -1.234e-05 beside the bar.
-        band = min(max(round(8 * font_size), round(0.1 * width)), round(0.4 * width))
         row = round(1.8 * font_size)
+        if 2 * row > (1 - MIN_DATA_FRACTION) * height:
+            row = 0
+
+        # Room for a 10-character label such as -1.234e-05 beside the bar.
+        band = min(max(round(8 * font_size), round(0.1 * width)), round((1 - MIN_DATA_FRACTION) * width))
+        # The bar needs a strip and short labels across, and its five labels up the side.
+        if band < 4 * font_size or height < 6 * font_size:
+            band = 0
         return cls(width, height, font_size, band, row)
+
+    @property
+    def shows_text(self) -> bool:
+        """Whether the frame has rows for the title and the time label."""
+        return self.row > 0
+
+    @property
+    def shows_scalar_bar(self) -> bool:
+        """Whether the frame has a band for the scalar bar."""
+        return self.band > 0
 
     @property
     def data_viewport(self) -> tuple[float, float, float, float]:
@@ -106,11 +139,14 @@ class FrameRenderer:
         The colour range for every frame; values outside it take the colour
         of the nearer end.
     field_name : str, optional
-        Scalar bar title; ``scene.field`` by default.
+        The field's name in the scalar bar title; ``scene.field`` by default.
+    components : int, optional
+        The field's number of components, so that the title of a vector's
+        magnitude reads ``|U|``; unknown by default, and the title is the name.
     """
 
     def __init__(self, scene: Scene, camera: CameraSpec, scalar_range: tuple[float, float], *,
-                 field_name: str | None = None) -> None:
+                 field_name: str | None = None, components: int | None = None) -> None:
         self.scene = scene
         self.scalar_range = _check_range(scalar_range, scene.log)
         self.width, self.height = scene.even_size()
@@ -122,7 +158,7 @@ class FrameRenderer:
         self.lookup_table = _build_lookup_table(scene, self.scalar_range)
         self.mapper = _build_mapper(self.lookup_table)
         self.actor = _build_actor(self.mapper, scene, camera.planar)
-        self._build_annotations(field_name or scene.field or "")
+        self._build_annotations(scalar_bar_title(field_name or scene.field, scene.component, components))
 
         # The annotation renderer fills the frame with the background. The
         # data renderer in the layer above clears only depth, not colour.
@@ -136,8 +172,11 @@ class FrameRenderer:
         self.annotation_renderer = vtkRenderer()
         self.annotation_renderer.SetLayer(0)
         self.annotation_renderer.SetBackground(*scene.background)
-        for prop in (self.time_text, self.title_text, self.scalar_bar):
-            self.annotation_renderer.AddViewProp(prop)
+        if self.layout.shows_text:
+            self.annotation_renderer.AddViewProp(self.time_text)
+            self.annotation_renderer.AddViewProp(self.title_text)
+        if self.layout.shows_scalar_bar:
+            self.annotation_renderer.AddViewProp(self.scalar_bar)
 
         self.window = vtkRenderWindow()
         self.window.SetOffScreenRendering(True)
@@ -190,7 +229,7 @@ class FrameRenderer:
         if self.window is None:
             raise ValueError("this FrameRenderer is closed; create a new one to render again")
         self._set_input(surface)
-        self.time_text.SetInput(self.scene.time_format.format(time=time, index=index, label=label))
+        self.time_text.SetInput(format_time_label(self.scene.time_format, time, index, label))
         self.data_renderer.ResetCameraClippingRange()
         self.window.Render()
         self.frames_rendered += 1
@@ -249,7 +288,8 @@ class FrameRenderer:
         margin = layout.font_size / 2
 
         self.title_text = _build_text(round(layout.font_size * 1.15))
-        self.title_text.SetInput(self.scene.title or "")
+        self.title_text.SetInput(clip_text(self.scene.title or "", plot_width - 2 * margin,
+                                           self.title_text.GetTextProperty()))
         self.title_text.GetTextProperty().SetJustificationToCentered()
         self.title_text.GetTextProperty().SetVerticalJustificationToCentered()
         self.title_text.SetDisplayPosition(round(plot_width / 2), round(layout.height - layout.row / 2))
@@ -266,7 +306,34 @@ class FrameRenderer:
         bar_size.SetCoordinateSystemToDisplay()
         bar_size.SetValue(layout.band - 2 * margin, layout.height - layout.row)
         # The colour strip is about one character wide; the labels take the rest.
-        self.scalar_bar.SetBarRatio(min(0.5, 1.2 * layout.font_size / (layout.band - 2 * margin)))
+        self.scalar_bar.SetBarRatio(min(0.5, 1.2 * layout.font_size / max(1.0, layout.band - 2 * margin)))
+
+
+def text_width(text: str, text_property: vtkTextProperty) -> int:
+    """Return the width in pixels of ``text`` drawn with ``text_property``, as FreeType measures it."""
+    if not text:
+        return 0
+    box = [0, 0, 0, 0]
+    vtkTextRenderer.GetInstance().GetBoundingBox(text_property, text, box, TEXT_DPI)
+    return box[1] - box[0] + 1
+
+
+def clip_text(text: str, width: float, text_property: vtkTextProperty) -> str:
+    """Return ``text``, or its longest start followed by "..." that fits in ``width`` pixels."""
+    if text_width(text, text_property) <= width:
+        return text
+
+    # Binary search for the number of characters kept before the ellipsis.
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text_width(text[:middle].rstrip() + ELLIPSIS, text_property) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    if low == 0:
+        return ""
+    return text[:low].rstrip() + ELLIPSIS
 
 
 def _check_range(scalar_range: tuple[float, float], log: bool) -> tuple[float, float]:
@@ -275,12 +342,9 @@ def _check_range(scalar_range: tuple[float, float], log: bool) -> tuple[float, f
         raise ValueError(f"the colour range must be finite, got {scalar_range}")
     if log and low <= 0:
         raise ValueError(f"a log colour range must be positive, got {scalar_range}")
-    if high <= low:
-        # A constant field: widen the range so the lookup table is defined.
-        pad = abs(low) * 1e-6 if low else 1e-6
-        logger.debug("constant colour range %g widened by %g", low, pad)
-        low, high = (low / (1 + 1e-6), high * (1 + 1e-6)) if log else (low - pad, high + pad)
-    return low, high
+    if high < low:
+        raise ValueError(f"the colour range must have MIN <= MAX, got {scalar_range}")
+    return widen_constant_range(low, high, log)
 
 
 def _build_lookup_table(scene: Scene, scalar_range: tuple[float, float]) -> vtkLookupTable:

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import logging
 import math
+import re
+import string
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -29,6 +31,24 @@ PRESETS = (
 )
 MAX_SIZE = 7680
 
+# The fields a --time-format may use, and limits that keep a format from the
+# command line or an HTTP query from asking for a huge label.
+TIME_FORMAT_FIELDS = ("time", "index", "label")
+MAX_FORMAT_WIDTH = 64
+MAX_TIME_FORMAT_CHARS = 200
+MAX_LABEL_CHARS = 200
+
+# Python's format specification mini-language: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
+_FORMAT_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>[0-9]*)[,_]?(?:\.(?P<precision>[0-9]+))?[bcdeEfFgGnosxX%]?",
+    re.DOTALL,
+)
+
+# Half-width of the colour range drawn for a constant field, relative to its
+# value; a constant zero gets +-ZERO_RANGE_PAD instead.
+CONSTANT_RANGE_PAD = 0.01
+ZERO_RANGE_PAD = 0.5
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -36,7 +56,8 @@ class Scene:
 
     ``field=None`` means the first field that is not an id array. ``range=None``
     means the global minimum and maximum over all steps. ``view="auto"`` looks
-    straight down the thin axis of a 2-D case and uses ``iso`` otherwise.
+    straight down the thinnest axis of what is drawn when it is flat (a 2-D
+    case, a patch or a slice) and uses ``iso`` otherwise.
     """
 
     field: str | None = None
@@ -150,13 +171,7 @@ class Scene:
             if not all(math.isfinite(value) for value in self.slice) or not any(normal):
                 raise UserError(f"invalid slice {self.slice}: give OX,OY,OZ,NX,NY,NZ with a non-zero normal")
 
-        try:
-            self.time_format.format(time=1.0, index=0, label="0")
-        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as error:
-            raise UserError(
-                f"invalid time format {self.time_format!r} ({error}); "
-                "use Python format fields {time}, {index} and {label}, e.g. 't = {time:.2f} s'"
-            ) from None
+        check_time_format(self.time_format)
         return self
 
     def _check_types(self) -> None:
@@ -215,3 +230,177 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...], *,
     if value not in choices:
         suffix = f" ({hint})" if hint else ""
         raise UserError(f"invalid {name} {shown or value!r}: choose one of {', '.join(choices)}{suffix}")
+
+
+_TIME_FORMAT_HINT = ("use the fields {time} (seconds), {index} (position in the movie, from 0) and "
+                     "{label} (the step's name), e.g. 't = {time:.2f} s'")
+
+
+def check_time_format(text: str) -> None:
+    """Check a ``--time-format`` string before any frame is drawn.
+
+    Only the fields ``time``, ``index`` and ``label`` are allowed, without
+    attribute or item access, and widths and precisions are capped at
+    :data:`MAX_FORMAT_WIDTH`. The format comes from the command line or an
+    HTTP query, so a width of 10**8 would otherwise exhaust the memory of
+    the renderer.
+
+    Raises
+    ------
+    UserError
+        Naming the format, what is wrong with it and what is accepted.
+    """
+    if len(text) > MAX_TIME_FORMAT_CHARS:
+        raise UserError(f"invalid time format {text[:40]!r}...: it has {len(text)} characters, "
+                        f"at most {MAX_TIME_FORMAT_CHARS} are allowed")
+    try:
+        pieces = list(string.Formatter().parse(text))
+    except ValueError as error:
+        raise UserError(f"invalid time format {text!r} ({error}); {_TIME_FORMAT_HINT}") from None
+
+    for _, field_name, format_spec, conversion in pieces:
+        if field_name is None:
+            continue
+        if field_name not in TIME_FORMAT_FIELDS:
+            raise UserError(f"invalid time format {text!r}: unknown field {{{field_name}}}; {_TIME_FORMAT_HINT}")
+        if conversion is not None and conversion not in "rsa":
+            raise UserError(f"invalid time format {text!r}: unknown conversion !{conversion}; {_TIME_FORMAT_HINT}")
+        _check_format_spec(text, format_spec or "")
+
+    try:
+        sample = text.format(time=1.0, index=0, label="cavity_0")
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as error:
+        raise UserError(f"invalid time format {text!r} ({error}); {_TIME_FORMAT_HINT}") from None
+    if len(sample) > MAX_LABEL_CHARS:
+        raise UserError(f"invalid time format {text!r}: the label has {len(sample)} characters, "
+                        f"at most {MAX_LABEL_CHARS} are allowed")
+
+
+def _check_format_spec(text: str, format_spec: str) -> None:
+    if "{" in format_spec:
+        raise UserError(f"invalid time format {text!r}: nested fields in a format specification are not "
+                        f"allowed; {_TIME_FORMAT_HINT}")
+    match = _FORMAT_SPEC.fullmatch(format_spec)
+    if match is None:
+        raise UserError(f"invalid time format {text!r}: invalid format specification {format_spec!r}; "
+                        f"{_TIME_FORMAT_HINT}")
+    for number in (match["width"], match["precision"]):
+        if number and int(number) > MAX_FORMAT_WIDTH:
+            raise UserError(f"invalid time format {text!r}: width and precision must be at most "
+                            f"{MAX_FORMAT_WIDTH}, got {int(number)}")
+
+
+def format_time_label(time_format: str, time: float, index: int, label: str) -> str:
+    """Format the time label of one frame, clipped to :data:`MAX_LABEL_CHARS` characters."""
+    text = time_format.format(time=time, index=index, label=label)
+    if len(text) > MAX_LABEL_CHARS:
+        text = text[: MAX_LABEL_CHARS - 3] + "..."
+    return text
+
+
+def scalar_bar_title(field: str | None, component: str, components: int | None = None) -> str:
+    """Return the scalar bar title: ``U_x`` for a component, ``|U|`` for the magnitude of a vector.
+
+    ``components`` is the number of components of the field; the magnitude
+    is marked only when it is known to be above one.
+    """
+    name = field or ""
+    if not name:
+        return ""
+    if component in ("x", "y", "z"):
+        return f"{name}_{component}"
+    if components is not None and components > 1:
+        return f"|{name}|"
+    return name
+
+
+def check_log_range(field: str | None, low: float, high: float) -> None:
+    """Check that the global range of a field suits ``--log``.
+
+    Call it with the minimum and maximum over all steps when ``--log`` is
+    set and no ``--range`` is given.
+
+    Raises
+    ------
+    UserError
+        If ``low`` is zero or below, naming the range and suggesting ``--range``.
+    """
+    if low > 0:
+        return
+    suggestion = f"{high / 1000:.3g},{high:.3g}" if high > 0 else "1e-3,1"
+    raise UserError(
+        f"--log needs values above zero, but field {field!r} has values from {low:.6g} to {high:.6g}; "
+        f"give a positive --range MIN,MAX with MIN > 0 (e.g. --range {suggestion}) or drop --log"
+    )
+
+
+def widen_constant_range(low: float, high: float, log: bool = False) -> tuple[float, float]:
+    """Return ``(low, high)``, widened around the value when the range is constant.
+
+    A constant field would give every label of the scalar bar the same
+    text. Its range becomes +-:data:`CONSTANT_RANGE_PAD` of the value, or
+    +-:data:`ZERO_RANGE_PAD` around zero. With ``log`` the value is divided
+    and multiplied by ``1 + CONSTANT_RANGE_PAD``, so the range stays positive.
+    """
+    if high > low:
+        return low, high
+    value = low
+    if log:
+        widened = (value / (1 + CONSTANT_RANGE_PAD), value * (1 + CONSTANT_RANGE_PAD))
+    else:
+        pad = abs(value) * CONSTANT_RANGE_PAD if value else ZERO_RANGE_PAD
+        widened = (value - pad, value + pad)
+    logger.info("the field is constant (%g) over all steps; colour range widened to %g to %g",
+                value, *widened)
+    return widened
+
+
+def finalise_colour_range(scene: Scene, low: float, high: float) -> tuple[float, float]:
+    """Return the colour range of a movie from the global minimum and maximum of its field.
+
+    ``--range`` wins when given. Otherwise ``--log`` requires a positive
+    minimum, and a constant field gets a range around its value.
+
+    Raises
+    ------
+    UserError
+        If ``--log`` is set without ``--range`` and ``low`` is zero or below.
+    """
+    if scene.range is not None:
+        return scene.range
+    if scene.log:
+        check_log_range(scene.field, low, high)
+    return widen_constant_range(low, high, scene.log)
+
+
+def plane_misses_box(plane: tuple[float, ...], bounds: tuple[float, ...]) -> bool:
+    """Return whether the ``--slice`` plane ``(OX, OY, OZ, NX, NY, NZ)`` misses the box ``bounds``.
+
+    ``bounds`` is ``(xmin, xmax, ymin, ymax, zmin, zmax)``. A plane that
+    touches a face or corner does not miss.
+    """
+    origin, normal = plane[:3], plane[3:]
+    corners = [(x, y, z) for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]]
+    distances = [sum(n * (c - o) for n, c, o in zip(normal, corner, origin)) for corner in corners]
+    return min(distances) > 0 or max(distances) < 0
+
+
+def slice_miss_error(plane: tuple[float, ...], mesh_bounds: tuple[float, ...] | None = None) -> UserError:
+    """Return the error for a ``--slice`` plane that cuts no step's mesh.
+
+    Parameters
+    ----------
+    plane
+        ``(OX, OY, OZ, NX, NY, NZ)``, the plane's origin and normal.
+    mesh_bounds
+        ``(xmin, xmax, ymin, ymax, zmin, zmax)`` of the mesh, named in the
+        message when given.
+    """
+    origin = ", ".join(f"{value:g}" for value in plane[:3])
+    normal = ", ".join(f"{value:g}" for value in plane[3:])
+    message = f"the --slice plane through ({origin}) with normal ({normal}) misses the mesh in every time step"
+    if mesh_bounds is not None:
+        spans = ", ".join(f"{axis} from {mesh_bounds[2 * index]:g} to {mesh_bounds[2 * index + 1]:g}"
+                          for index, axis in enumerate("xyz"))
+        message += f"; the mesh spans {spans}"
+    return UserError(message + "; choose an origin inside the mesh")

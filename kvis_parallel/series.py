@@ -153,8 +153,7 @@ def _nothing_found_message(path: Path, reason: str) -> str:
 def _discover_file(path: Path) -> TimeSeries:
     name = path.name.lower()
     if name.endswith(".series"):
-        steps = _steps_from_series_file(path)
-        layout = "series"
+        steps, layout = _steps_from_series_file(path)
     elif name.endswith(".pvd"):
         steps = _steps_from_pvd(path)
         layout = "pvd"
@@ -183,7 +182,12 @@ def _find_root(path: Path) -> Path | None:
     """Return the folder that contains the series: ``path`` itself or a folder below it.
 
     A folder named ``VTK`` (foamToVTK's output) wins over any other folder
-    with VTK files, at any depth; among equals the shallowest wins.
+    with VTK files, at any depth, and a shallower one over a deeper one.
+
+    Raises
+    ------
+    SeriesError
+        If several folders at the same depth are equally likely.
     """
     if _holds_steps(path):
         return path
@@ -206,8 +210,8 @@ def _find_root(path: Path) -> Path | None:
 
 def _pick_one(folders: list[Path]) -> Path:
     if len(folders) > 1:
-        logger.warning("several folders hold time steps: %s; using %s",
-                       ", ".join(map(str, folders)), folders[0])
+        raise SeriesError(f"several folders contain time steps: {', '.join(map(str, folders))}; "
+                          "give one of them as INPUT")
     return folders[0]
 
 
@@ -273,22 +277,40 @@ def _steps_from_collections(root: Path) -> tuple[list[TimeStep], str] | None:
         if collection.suffix == ".pvd":
             steps, layout = _steps_from_pvd(collection), "pvd"
         else:
-            steps, layout = _steps_from_series_file(collection), "series"
+            steps, layout = _steps_from_series_file(collection)
         if steps:
             logger.debug("using the times in %s", collection)
             return steps, layout
     return None
 
 
-def _steps_from_series_file(path: Path) -> list[TimeStep] | None:
-    """Parse a ``.series`` JSON file; None when it is invalid or a name does not resolve."""
+def _steps_from_series_file(path: Path) -> tuple[list[TimeStep] | None, str]:
+    """Parse a ``.series`` JSON file into its steps and layout.
+
+    The steps are None when the file is invalid or a name does not resolve.
+    The layout is "foam-legacy" for a v1912 legacy series (see
+    :func:`_legacy_series_file`), else "series".
+    """
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))["files"]
         listed = [(str(entry["name"]), float(entry["time"])) for entry in entries]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         logger.warning("ignoring %s: not a valid .series file (%s)", path, error)
-        return None
-    return _resolve_listed(path, listed)
+        return None, "series"
+
+    if listed and not any(_listed_file_exists(path.parent, name) for name, _ in listed):
+        legacy = [_legacy_series_file(path, name) for name, _ in listed]
+        if all(file is not None and file.is_file() for file in legacy):
+            logger.debug("%s names steps as foamToVTK v1912 -legacy does, e.g. %r for %s",
+                         path, listed[0][0], legacy[0])
+            listed = [(file.relative_to(path.parent).as_posix(), time) for file, (_, time) in zip(legacy, listed)]
+            return _resolve_listed(path, listed), "foam-legacy"
+    return _resolve_listed(path, listed), "series"
+
+
+def _listed_file_exists(folder: Path, name: str) -> bool:
+    file = _contained_file(folder, name)
+    return file is not None and file.is_file()
 
 
 def _steps_from_pvd(path: Path) -> list[TimeStep] | None:
@@ -313,6 +335,19 @@ def _contained_file(folder: Path, name: str) -> Path | None:
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         return None
     return folder.joinpath(*relative.parts)
+
+
+def _legacy_series_file(collection: Path, name: str) -> Path | None:
+    """Return ``<case><name>.vtk`` beside a v1912 legacy ``<case>.vtk.series``, or None.
+
+    foamToVTK v1912 with ``-legacy`` writes names such as ``"_20"`` in
+    ``cavity.vtk.series`` for the file ``cavity_20.vtk``.
+    """
+    suffix = ".vtk.series"
+    if not collection.name.lower().endswith(suffix) or not name.startswith("_"):
+        return None
+    case = collection.name[: -len(suffix)]
+    return _contained_file(collection.parent, f"{case}{name}.vtk")
 
 
 def _resolve_listed(collection: Path, listed: list[tuple[str, float]]) -> list[TimeStep] | None:

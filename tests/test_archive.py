@@ -131,7 +131,10 @@ def good_gzip() -> bytes:
 
 
 BAD_ARCHIVES: dict[str, tuple[Callable[[Path], bytes], str]] = {
-    "not gzip or tar": (lambda root: b"<html>not an archive</html>" * 40, "not a tar archive"),
+    "not gzip or tar": (lambda root: b"<html>not an archive</html>" * 40, "neither a tar header nor gzip"),
+    # Shorter than one tar block, which tarfile itself reports as a truncated header.
+    "short text file": (lambda root: b"hello\n", "neither a tar header nor gzip"),
+    "plain tar of zero blocks": (lambda root: bytes(10240), "empty"),
     "gzip of text": (lambda root: gzip.compress(b"hello " * 1000), "not a tar archive"),
     "bad gzip header": (lambda root: b"\x1f\x8b" + b"x" * 100, "not a valid gzip file"),
     "truncated gzip": (lambda root: good_gzip()[: len(good_gzip()) // 2], "truncated"),
@@ -168,6 +171,8 @@ def test_bad_archive_rejected(work: tuple[Path, Path], case: str) -> None:
 
     assert expected in str(raised.value)
     assert archive.name in str(raised.value)
+    # The CLI shows these messages too, so they must not assume an upload.
+    assert "upload it" not in str(raised.value)
     assert isinstance(raised.value, UserError)
     assert files_under(incoming) == [archive.name]
     assert not (incoming.parent / "escaped").exists()

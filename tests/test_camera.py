@@ -179,3 +179,20 @@ def test_openfoam_2d_tutorials_are_planar(name, bounds):
     spec = fit_camera(bounds, "auto", 1.0, 16 / 9)
     assert spec.planar, name
     np.testing.assert_allclose(direction_of(spec), (0, 0, -1), atol=1e-12)
+
+
+@pytest.mark.parametrize("bounds, flat_axis, right, up", [
+    # cavity's movingWall: y = 0.1 exactly, 0.1 long in x, one cell (0.01) deep in z.
+    ((0.0, 0.1, 0.1, 0.1, 0.0, 0.01), 1, (1, 0, 0), (0, 0, 1)),
+    # A slice at x = 0.05 through a case 0.1 x 0.1 x 0.01.
+    ((0.05, 0.05, 0.0, 0.1, 0.0, 0.01), 0, (0, 1, 0), (0, 0, 1)),
+    # A strip 1 x 0.1 x 0.01: z is the thinnest of its two thin axes.
+    ((0.0, 1.0, 0.0, 0.1, 0.0, 0.01), 2, (1, 0, 0), (0, 1, 0)),
+])
+def test_flat_geometry_seen_face_on(bounds, flat_axis, right, up):
+    spec = fit_camera(bounds, "auto", 1.0, 4 / 3)
+
+    assert abs(direction_of(spec)[flat_axis]) == pytest.approx(1.0)
+    assert right_of(spec) == pytest.approx(right)
+    assert spec.view_up == pytest.approx(up)
+    assert spec.parallel_projection

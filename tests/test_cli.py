@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import last_line
+from conftest import kvis_command, last_line
+from PIL import Image
 
-from kvis_parallel.cli import build_parser, parse_args, scene_from_args
+from kvis_parallel.cli import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    build_parser,
+    configure_logging,
+    parse_args,
+    route_vtk_output,
+    scene_from_args,
+)
 from kvis_parallel.errors import UserError
 from kvis_parallel.scene import Scene
 
@@ -447,3 +459,272 @@ def test_injected_bug_exits_1(kvis, cavity, tmp_path):
     assert line.startswith("kvis: error: bug in kvis:")
     assert "time step cavity_30" in line
     assert not (tmp_path / "m.mp4").exists()
+
+
+# --- Outputs checked before any work ----------------------------------------------------
+
+
+@pytest.fixture
+def immutable_folder(tmp_path):
+    """Return a folder that root cannot write either (chattr +i), made writable again afterwards."""
+    folder = tmp_path / "immut"
+    folder.mkdir()
+    result = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"chattr +i is not available here: {result.stderr.strip()}")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def assert_user_error(result, *named: str) -> None:
+    assert result.returncode == 2, result.stderr
+    line = last_line(result.stderr)
+    assert line.startswith("kvis: error:")
+    for text in named:
+        assert text in line
+    assert "Traceback" not in result.stderr
+    assert "bug in kvis" not in result.stderr
+    assert "removed the incomplete movie" not in result.stderr
+
+
+def test_unwritable_output_folder(kvis, dam_break, immutable_folder):
+    result = kvis(render_args(dam_break, immutable_folder / "a.mp4"))
+
+    assert_user_error(result, f"cannot write to folder {immutable_folder}:", "choose another -o")
+    assert "prepass" not in result.stderr
+
+
+def test_output_in_sys_rejected(kvis, dam_break):
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys on this system")
+    result = kvis(render_args(dam_break, Path("/sys/kvis.mp4")))
+
+    assert_user_error(result, "cannot write to folder /sys:", "choose another -o")
+
+
+def test_unwritable_workdir(kvis, cavity, tmp_path, immutable_folder):
+    archive = tmp_path / "VTK.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cavity, arcname="VTK")
+    result = kvis(render_args(archive, tmp_path / "m.mp4", "--workdir", immutable_folder))
+
+    assert_user_error(result, f"cannot write to folder {immutable_folder}:", "--workdir")
+    assert not (tmp_path / "m.mp4").exists()
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (lambda out: ["--summary", out], "invalid --summary"),
+    (lambda out: ["--poster", out], "invalid --poster"),
+    (lambda out: ["--poster", out / "p.gif"], ".jpg, .jpeg or .png"),
+    (lambda out: ["--frames", out / "file.txt"], "invalid --frames"),
+    (lambda out: ["--summary", out / "no_folder" / "s.json"], "no_folder"),
+])
+def test_bad_outputs_rejected_before_rendering(kvis, cavity, tmp_path, options, named):
+    (tmp_path / "file.txt").write_text("not a folder")
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", *map(str, options(tmp_path))))
+
+    assert_user_error(result, named)
+    assert not (tmp_path / "m.mp4").exists()
+    assert "colour range" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["p6.avi", "movie.mkv", "movie.gif"])
+def test_movie_suffix_rejected(kvis, cavity, tmp_path, name):
+    result = kvis(render_args(cavity, tmp_path / name))
+
+    assert_user_error(result, f"invalid -o {tmp_path / name}", ".mp4")
+
+
+def test_movie_without_suffix_warns(kvis, cavity, tmp_path, movie_frames):
+    result = kvis(render_args(cavity, tmp_path / "p7", "--size", "32x32"))
+
+    assert result.returncode == 0, result.stderr
+    assert "has no suffix" in result.stderr
+    assert len(movie_frames(tmp_path / "p7").frames) == CAVITY_STEPS
+
+
+def test_png_poster_and_old_frames(kvis, cavity, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(20):
+        (frames / f"frame_{index:05d}.png").write_bytes(b"old")
+    (frames / "notes.txt").write_text("kept")
+
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", "--size", "32x32", "--poster", tmp_path / "p.png",
+                              "--frames", frames))
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(path.name for path in frames.glob("frame_*.png"))[-1] == f"frame_{CAVITY_STEPS - 1:05d}.png"
+    assert len(list(frames.glob("frame_*.png"))) == CAVITY_STEPS
+    assert (frames / "notes.txt").read_text() == "kept"
+    assert "removed 20 frame_*.png files" in result.stderr
+
+
+def test_negative_cache_rejected():
+    with pytest.raises(UserError, match="--cache-mb"):
+        parse_args(["render", "in", "-o", "m.mp4", "--cache-mb", "-5"])
+
+
+def test_dedicated_encoder_alone_warns(kvis, cavity, tmp_path):
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", "--size", "32x32", "--encoder-rank", "dedicated"))
+
+    assert result.returncode == 0, result.stderr
+    assert "--encoder-rank dedicated needs at least 2 processes" in result.stderr
+
+
+# --- Options that used to crash --------------------------------------------------------
+
+
+@pytest.mark.parametrize("time_format", ["{time:>99999999}", "{label.__class__.__mro__}"])
+def test_hostile_time_format_rejected(time_format):
+    with pytest.raises(UserError, match="invalid time format"):
+        scene_from_args(parse_args(["render", "in", "-o", "m.mp4", "--time-format", time_format]))
+
+
+@pytest.mark.parametrize("size", ["16x16", "200x16", "16x200"])
+def test_tiny_sizes_render(kvis, cavity, tmp_path, movie_frames, size):
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", "--size", size))
+
+    assert result.returncode == 0, result.stderr
+    assert len(movie_frames(tmp_path / "m.mp4").frames) == CAVITY_STEPS
+
+
+@pytest.mark.xfail(strict=True, reason="prepass.colour_range must call scene.finalise_colour_range")
+def test_log_with_negative_values_rejected(kvis, cavity, tmp_path):
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", "--field", "p", "--log"))
+
+    assert_user_error(result, "'p'", "--range MIN,MAX", "MIN > 0")
+
+
+def test_flat_patch_drawn_face_on(kvis, cavity, tmp_path):
+    poster = tmp_path / "p.png"
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", "--parts", "movingWall", "--poster", poster))
+
+    assert result.returncode == 0, result.stderr
+    with Image.open(poster) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    background = np.round(np.array(Scene().background) * 255)
+    # The data viewport keeps at least 60% of the width, left of the scalar bar,
+    # and rows 20 to 100 lie between the title and time label rows at 160x120.
+    data = pixels[20:100, : int(0.6 * 160)]
+    drawn = np.abs(data - background).max(axis=2) > 30
+    # Edge-on the patch would be a line one pixel high at most; face-on it is a 10:1 strip.
+    assert drawn.sum(axis=1).max() > 0.5 * data.shape[1]
+    assert drawn.sum(axis=0).max() > 2
+
+
+# --- Inputs ---------------------------------------------------------------------------
+
+
+def test_legacy_series_file_input(kvis, cavity, tmp_path, movie_frames):
+    result = kvis(render_args(cavity / "cavity.vtk.series", tmp_path / "m.mp4"))
+
+    assert result.returncode == 0, result.stderr
+    assert len(movie_frames(tmp_path / "m.mp4").frames) == CAVITY_STEPS
+
+
+def test_legacy_folder_input_quiet(kvis, cavity):
+    result = kvis(["inspect", cavity])
+
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+    assert "layout: foam-legacy" in result.stdout
+    assert "from t = 0 to t = 0.5" in result.stdout
+
+
+def test_two_cases_below_input(kvis, cavity, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(cavity, tmp_path / "two" / name / "VTK")
+    result = kvis(render_args(tmp_path / "two", tmp_path / "m.mp4"))
+
+    assert_user_error(result, "several folders contain time steps", str(tmp_path / "two" / "a" / "VTK"),
+                      str(tmp_path / "two" / "b" / "VTK"), "give one of them as INPUT")
+
+
+def test_text_named_tar_gz(kvis, tmp_path):
+    fake = tmp_path / "x.tar.gz"
+    fake.write_text("hello\n")
+    result = kvis(render_args(fake, tmp_path / "m.mp4"))
+
+    assert_user_error(result, "x.tar.gz is not a tar archive", "neither a tar header nor gzip")
+    assert "upload" not in last_line(result.stderr)
+
+
+# --- Output streams and signals --------------------------------------------------------
+
+
+def test_closed_stdout_is_quiet(cavity):
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(kvis_command(["inspect", cavity]), stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+    assert result.returncode == EXIT_BROKEN_PIPE
+    assert "Traceback" not in result.stderr
+    assert "bug in kvis" not in result.stderr
+    assert "Exception ignored" not in result.stderr
+
+
+def test_progress_json_without_text_summary(kvis, cavity, tmp_path):
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", "--size", "32x32", "--progress", "json"))
+
+    assert result.returncode == 0, result.stderr
+    assert "kvis: wrote" not in result.stderr
+    assert "frames/s" not in result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["stage"] == "done"
+
+
+def test_sigint_message(cavity, tmp_path):
+    command = kvis_command(render_args(cavity, tmp_path / "m.mp4", "--size", "1280x720", "--progress", "json"))
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            # Interrupt once the job is under way, as a user pressing Ctrl-C would.
+            for line in process.stdout:
+                if json.loads(line)["stage"] in ("prepass", "render"):
+                    break
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+    assert process.returncode == EXIT_INTERRUPTED, stderr
+    assert last_line(stderr) == "kvis: error: interrupted by SIGINT (Ctrl-C)"
+
+
+def test_multiline_log_prefixed(capsys):
+    configure_logging(verbose=False, quiet=False, rank=0)
+    logging.getLogger("vtk").error("ERROR: In vtkDataReader.cxx, line 3489\nError reading binary data!")
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["kvis: error: ERROR: In vtkDataReader.cxx, line 3489",
+                     "kvis: error: Error reading binary data!"]
+
+
+def test_vtk_output_goes_through_logger(caplog):
+    from vtkmodules.vtkCommonCore import vtkOutputWindow
+
+    previous = vtkOutputWindow.GetInstance()
+    vtkOutputWindow.SetInstance(vtkOutputWindow())
+    try:
+        route_vtk_output()
+        with caplog.at_level(logging.WARNING, logger="vtk"):
+            vtkOutputWindow.GetInstance().DisplayErrorText("Error reading binary data!\n")
+    finally:
+        vtkOutputWindow.SetInstance(previous)
+
+    assert [record.getMessage() for record in caplog.records] == ["Error reading binary data!"]
+    assert caplog.records[0].levelno == logging.ERROR
+
+
+def test_inspect_unwritable_workdir(kvis, cavity, tmp_path, immutable_folder):
+    archive = tmp_path / "VTK.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cavity, arcname="VTK")
+    result = kvis(["inspect", archive, "--workdir", immutable_folder])
+
+    assert_user_error(result, f"cannot write to folder {immutable_folder}:", "--workdir")

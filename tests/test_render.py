@@ -18,7 +18,7 @@ from vtkmodules.vtkFiltersSources import vtkPlaneSource, vtkSphereSource  # noqa
 
 from kvis_parallel.camera import fit_camera  # noqa: E402
 from kvis_parallel.colormap import colormap_table  # noqa: E402
-from kvis_parallel.render import FrameRenderer, Layout, plot_aspect  # noqa: E402
+from kvis_parallel.render import FrameRenderer, Layout, plot_aspect, text_width  # noqa: E402
 from kvis_parallel.scene import Scene  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120
@@ -408,3 +408,82 @@ def test_draw_then_read_equals_render():
         renderer.draw(surface, 1.0, index=2)
         drawn = renderer.read_pixels()
     assert np.array_equal(rendered, drawn)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (200, 16), (16, 200), (7680, 16), (16, 7680), (48, 32), (100, 100)])
+def test_small_and_extreme_sizes_render(size):
+    surface = make_square(0.5)
+    scene = Scene(size=size)
+    aspect = plot_aspect(*size)
+    camera = fit_camera(surface.GetBounds(), "auto", 1.0, aspect)
+    with FrameRenderer(scene, camera, (0.0, 1.0), field_name="p") as renderer:
+        frame = renderer.render(surface, 0.0)
+
+    assert aspect > 0
+    assert frame.shape == (size[1], size[0], 3)
+    expected = table_color("viridis", 0.5)
+    assert np.abs(center_pixel(frame) - expected).max() <= COLOR_TOLERANCE
+
+
+@pytest.mark.parametrize("size, shows_text, shows_scalar_bar", [
+    ((16, 16), False, False),
+    ((200, 16), False, False),
+    ((64, 64), False, False),
+    ((320, 240), True, True),
+    ((1280, 720), True, True),
+])
+def test_layout_leaves_out_what_does_not_fit(size, shows_text, shows_scalar_bar):
+    layout = Layout.for_size(*size)
+
+    assert layout.shows_text == shows_text
+    assert layout.shows_scalar_bar == shows_scalar_bar
+    assert layout.width - layout.band >= 0.6 * layout.width
+    assert layout.height - 2 * layout.row >= 0.6 * layout.height
+
+
+def test_constant_range_labels_differ():
+    surface = make_square(3.0)
+    with make_renderer(surface, scalar_range=(3.0, 3.0)) as renderer:
+        low, high = renderer.lookup_table.GetRange()
+    assert low == pytest.approx(2.97)
+    assert high == pytest.approx(3.03)
+    assert f"{low:.4g}" != f"{high:.4g}"
+
+
+def test_long_title_clipped_to_frame():
+    surface = make_square()
+    title = "A very long title " * 20
+    with make_renderer(surface, title=title) as renderer:
+        shown = renderer.title_text.GetInput()
+        plot_width = renderer.layout.width - renderer.layout.band
+        shown_width = text_width(shown, renderer.title_text.GetTextProperty())
+
+    assert shown.endswith("...")
+    assert title.startswith(shown[:-3])
+    assert 0 < shown_width <= plot_width
+
+
+def test_short_title_kept():
+    surface = make_square()
+    with make_renderer(surface, title="cavity") as renderer:
+        assert renderer.title_text.GetInput() == "cavity"
+
+
+@pytest.mark.parametrize("component, components, expected", [
+    ("x", None, "U_x"),
+    ("mag", 3, "|U|"),
+    ("mag", None, "U"),
+])
+def test_scalar_bar_title_names_component(component, components, expected):
+    surface = make_square()
+    scene = Scene(size=(WIDTH, HEIGHT), field="U", component=component)
+    camera = fit_camera(surface.GetBounds(), "auto", 1.0, plot_aspect(WIDTH, HEIGHT))
+    with FrameRenderer(scene, camera, (0.0, 1.0), components=components) as renderer:
+        assert renderer.scalar_bar.GetTitle() == expected
+
+
+def test_time_label_clipped():
+    surface = make_square()
+    with make_renderer(surface, time_format="{time:64.64f}") as renderer:
+        renderer.render(surface, 1e300)
+        assert len(renderer.time_text.GetInput()) <= 200

@@ -212,9 +212,8 @@ def test_duplicate_time_keeps_one(tmp_path: Path, caplog: pytest.LogCaptureFixtu
 
 
 def test_unresolved_series_file_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # foamToVTK v1912 -legacy writes names such as "_20" that match no file.
     folder = write_legacy_case(tmp_path / "VTK", [0, 20], [0.0, 0.1], patches=())
-    entries = [{"name": "_0", "time": 0}, {"name": "_20", "time": 7}]
+    entries = [{"name": "_0", "time": 0}, {"name": "_99", "time": 7}]
     (folder / "cavity.vtk.series").write_text(json.dumps({"file-series-version": "1.0", "files": entries}))
 
     with caplog.at_level(logging.WARNING):
@@ -224,6 +223,49 @@ def test_unresolved_series_file_ignored(tmp_path: Path, caplog: pytest.LogCaptur
     assert series.layout == "foam-legacy"
     assert "cavity.vtk.series" in caplog.text
     assert "match no file" in caplog.text
+
+
+def test_legacy_series_names_resolve(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # foamToVTK v1912 -legacy writes "_20" in cavity.vtk.series for cavity_20.vtk.
+    folder = write_legacy_case(tmp_path / "VTK", [0, 20], [0.0, 0.1], patches=("movingWall",))
+    entries = [{"name": "_0", "time": 0}, {"name": "_20", "time": 7}]
+    series_file = folder / "cavity.vtk.series"
+    series_file.write_text(json.dumps({"file-series-version": "1.0", "files": entries}))
+
+    for input_path in (folder, series_file):
+        with caplog.at_level(logging.WARNING):
+            series = discover_series(input_path)
+
+        assert times_of(series) == [0.0, 7.0]
+        assert labels_of(series) == ["cavity_0", "cavity_20"]
+        assert series.steps[1].parts["internal"] == folder / "cavity_20.vtk"
+        assert series.steps[1].parts["movingWall"] == folder / "movingWall" / "movingWall_20.vtk"
+    assert caplog.text == ""
+
+
+def test_legacy_series_names_stay_inside(tmp_path: Path) -> None:
+    write_legacy(tmp_path / "cavity_0.vtk", 0.0)
+    folder = write_legacy_case(tmp_path / "VTK", [5], [0.0], patches=())
+    entries = [{"name": "/../../cavity_0", "time": 0}]
+    (folder / "cavity.vtk.series").write_text(json.dumps({"file-series-version": "1.0", "files": entries}))
+
+    series = discover_series(folder)
+
+    assert labels_of(series) == ["cavity_5"]
+
+
+def test_two_cases_below_input_rejected(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write_legacy_case(tmp_path / "two" / name / "VTK", [0, 1], [0.0, 1.0], patches=())
+
+    with pytest.raises(SeriesError) as raised:
+        discover_series(tmp_path / "two")
+
+    message = str(raised.value)
+    assert "several folders contain time steps" in message
+    assert str(tmp_path / "two" / "a" / "VTK") in message
+    assert str(tmp_path / "two" / "b" / "VTK") in message
+    assert "give one of them as INPUT" in message
 
 
 def test_resolving_series_file_sets_times(tmp_path: Path) -> None:
