@@ -8,12 +8,14 @@ process a test starts is stopped at teardown.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
 import io
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -411,8 +413,18 @@ def test_oversized_upload_rejected(start_server, tmp_path: Path, curl_options: l
     status, _ = curl_status(f"{server.url}/files", reply, "-F", f"file=@{big}", *curl_options)
     assert status == 413
     assert "upload too large" in reply.read_text()
+    assert "(1 MiB)" in reply.read_text()
     assert server.json("GET", "/healthz")[0] == 200
     assert list((server.state_dir / "incoming").iterdir()) == []
+
+
+def test_small_limit_message_in_kib(start_server, tmp_path: Path) -> None:
+    server = start_server("--max-upload", "100K")
+    status, _, body = server.request("POST", "/files", body=bytes(200_000),
+                                     headers={"Content-Type": "application/gzip"})
+    assert status == 413
+    assert "(100 KiB)" in body.decode()
+    assert "(0 MiB)" not in body.decode()
 
 
 def stream_upload(url: str, total_bytes: int, chunk_bytes: int = 1 << 20) -> tuple[int, bytes]:
@@ -622,10 +634,41 @@ def test_upload_then_two_jobs(server: ServerProcess, archive: Path, sample_steps
     assert server.json("GET", f"/uploads/{upload['id']}")[0] == 200
 
 
-def test_unknown_upload_rejected(server: ServerProcess) -> None:
-    status, reply = server.json("POST", "/jobs?upload=0123456789abcdef", headers={"Accept": "application/json"})
-    assert status == 400
+@pytest.mark.parametrize("endpoint", ["/jobs", "/files"])
+@pytest.mark.parametrize("upload_id", ["0123456789abcdef", "..%2f..%2fetc", "not-an-id"])
+def test_unknown_upload_is_404(server: ServerProcess, endpoint: str, upload_id: str) -> None:
+    status, reply = server.json("POST", f"{endpoint}?upload={upload_id}", headers={"Accept": "application/json"})
+    assert status == 404
     assert "not found" in reply["error"]
+    assert list((server.state_dir / "jobs").iterdir()) == []
+    assert server.json("GET", "/healthz")[1]["uploads_in_progress"] == 0
+
+
+@pytest.mark.parametrize("query, words", [
+    ("field=nope", ["field 'nope' not found", "p (cell", "U ("]),
+    ("field=p&component=y", ["no y component", "component=mag"]),
+    ("parts=internal,lid", ["part 'lid' not found", "movingWall"]),
+])
+def test_upload_job_checks_field_at_once(server: ServerProcess, archive: Path, query: str,
+                                         words: list[str]) -> None:
+    status, upload = server.json("POST", "/uploads", body=archive.read_bytes())
+    assert status == 201, upload
+    status, reply = server.json("POST", f"/jobs?upload={upload['id']}&{query}&{SMALL}",
+                                headers={"Accept": "application/json"})
+    assert status == 400, reply
+    for word in words:
+        assert word in reply["error"]
+    assert list((server.state_dir / "jobs").iterdir()) == []
+
+
+def test_user_error_kind_without_rank_prefix(server: ServerProcess, archive: Path) -> None:
+    status, accepted = server.json("POST", f"/jobs?field=nope&{SMALL}", body=archive.read_bytes())
+    assert status == 202, accepted
+    record = server.wait_for_job(accepted["id"], ("failed",))
+    assert record["error_kind"] == "user"
+    assert "nope" in record["error"]
+    assert not record["error"].startswith("rank 0 of")
+    assert not list((server.state_dir / "jobs" / accepted["id"]).glob("input"))
 
 
 def test_job_time_limit_kills_group(start_server, archive: Path, tmp_path: Path) -> None:
@@ -646,8 +689,16 @@ def test_delete_cancels_running_job(start_server, archive: Path) -> None:
     server.wait_for_job(accepted["id"], ("running",))
     status, record = server.json("DELETE", f"/jobs/{accepted['id']}")
     assert status == 200
+    assert record["status"] == "cancelled"
+    assert record["error_kind"] is None
     assert server.wait_for_job(accepted["id"], ("cancelled",), timeout=30)["status"] == "cancelled"
     assert wait_until_gone(accepted["id"]) == []
+    assert not (server.state_dir / "jobs" / accepted["id"] / "input").exists()
+
+    status, record = server.json("DELETE", f"/jobs/{accepted['id']}")
+    assert (status, record["status"]) == (200, "deleted")
+    assert not (server.state_dir / "jobs" / accepted["id"]).exists()
+    assert server.json("DELETE", f"/jobs/{accepted['id']}")[0] == 404
 
 
 def test_queue_full_answers_503(start_server, archive: Path) -> None:
@@ -737,7 +788,9 @@ def test_renderer_crash_is_500_with_job_id(start_server, archive: Path, tmp_path
     assert job_id in reason
     assert "internal error" in reason
     assert f"job {job_id}" in server.log()
-    assert server.json("GET", f"/jobs/{job_id}")[1]["status"] == "failed"
+    record = server.json("GET", f"/jobs/{job_id}")[1]
+    assert record["status"] == "failed"
+    assert record["error_kind"] == "bug"
 
 
 def test_disconnect_mid_upload_cleans_up(server: ServerProcess) -> None:
@@ -807,11 +860,216 @@ def test_stalled_upload_closed(start_server) -> None:
     connection.send(bytes(2**16))
 
     started = time.monotonic()
-    closed = connection.sock.recv(1) == b""
+    reply = connection.sock.recv(4096)
     waited = time.monotonic() - started
     connection.close()
-    assert closed
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert b"upload timed out" in reply
     assert waited < 10
     assert list((server.state_dir / "incoming").iterdir()) == []
     assert server.json("GET", "/healthz")[1]["uploads_in_progress"] == 0
     assert "no data for" in server.log()
+
+
+def test_trickled_body_closed(start_server) -> None:
+    server = start_server("--upload-idle-timeout", "2")
+    parsed = urllib.parse.urlsplit(server.url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    connection.putrequest("POST", "/files")
+    connection.putheader("Content-Type", "application/gzip")
+    connection.putheader("Content-Length", str(2**20))
+    connection.endheaders()
+
+    # One byte a second never leaves the connection idle for 2 s, but it is
+    # far below the minimum rate, so it must not hold a queue place.
+    started = time.monotonic()
+    reply = b""
+    connection.sock.settimeout(1.0)
+    while time.monotonic() - started < 20 and not reply:
+        try:
+            connection.sock.sendall(b"x")
+            reply = connection.sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    connection.close()
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started < 10
+    assert server.json("GET", "/healthz")[1]["uploads_in_progress"] == 0
+    assert list((server.state_dir / "incoming").iterdir()) == []
+
+
+def test_trickled_headers_closed(start_server) -> None:
+    server = start_server("--upload-idle-timeout", "2")
+    parsed = urllib.parse.urlsplit(server.url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=1.0) as sock:
+        sock.sendall(b"POST /files HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 20 and not closed:
+            try:
+                sock.sendall(b"X")
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed
+        assert time.monotonic() - started < 10
+
+
+def raw_exchange(server: ServerProcess, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes on a fresh connection and return everything until the server closes it."""
+    parsed = urllib.parse.urlsplit(server.url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_multipart_without_boundary_leaves_nothing(server: ServerProcess) -> None:
+    request = (b"POST /files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               b"Content-Type: multipart/form-data\r\nContent-Length: 3\r\n\r\nabc")
+    for _ in range(5):
+        reply = raw_exchange(server, request)
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        assert b"no boundary" in reply
+    assert list((server.state_dir / "incoming").iterdir()) == []
+
+
+def test_oversized_part_headers_rejected(server: ServerProcess, archive: Path) -> None:
+    boundary = "kvisXYZ"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n"
+            f"X-Padding: {'a' * 40_000}\r\n\r\n").encode() + archive.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    status, _, reply = server.request("POST", "/files", body=body,
+                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 400
+    assert b"headers exceed" in reply
+    assert list((server.state_dir / "jobs").iterdir()) == []
+
+
+def test_static_errors_are_one_line(server: ServerProcess) -> None:
+    reply = raw_exchange(server, b"GET /static/..%2f..%2fapp.py HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ")
+    assert b"<html>" not in body
+    assert body.count(b"\n") == 1
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def current_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+BAD_REQUESTS = {
+    "no boundary": b"POST /files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   b"Content-Type: multipart/form-data\r\nContent-Length: 3\r\n\r\nabc",
+    "no file field": b"POST /files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 61\r\n\r\n"
+                     b"--B\r\nContent-Disposition: form-data; name=field\r\n\r\np\r\n--B--\r\n",
+    "not an archive": b"POST /files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Type: application/gzip\r\nContent-Length: 10\r\n\r\n0123456789",
+    "bad chunk": b"POST /files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nab\r\n0\r\n\r\n",
+    "bad option": b"POST /files?size=99999x99999 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: 0\r\n\r\n",
+    "unknown upload": b"POST /jobs?upload=0123456789abcdef HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Length: 0\r\n\r\n",
+    "too large": b"POST /files HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\n"
+                 b"Content-Length: 99999999999\r\n\r\n",
+}
+
+
+def test_bad_requests_leak_nothing(start_server) -> None:
+    server = start_server("--max-upload", "1M")
+    for request in BAD_REQUESTS.values():
+        raw_exchange(server, request)
+    fds_before, rss_before = open_fds(server.pid), current_rss_kib(server.pid)
+
+    rounds = 30
+    for _ in range(rounds):
+        for name, request in BAD_REQUESTS.items():
+            reply = raw_exchange(server, request)
+            assert re.match(rb"HTTP/1.1 4\d\d ", reply), (name, reply[:200])
+            assert b"Traceback" not in reply
+    assert b"missing form field 'file'" in raw_exchange(server, BAD_REQUESTS["no file field"])
+    time.sleep(0.5)
+    fds_after, rss_after = open_fds(server.pid), current_rss_kib(server.pid)
+    print(f"{rounds * len(BAD_REQUESTS)} bad requests: fds {fds_before} -> {fds_after}, "
+          f"RSS {rss_before} -> {rss_after} KiB")
+
+    assert fds_after <= fds_before
+    assert rss_after - rss_before < 8 * 1024
+    assert list((server.state_dir / "incoming").iterdir()) == []
+    assert list((server.state_dir / "jobs").iterdir()) == []
+    assert server.json("GET", "/healthz")[1]["uploads_in_progress"] == 0
+    assert "Traceback" not in server.log()
+
+
+def test_sigterm_mid_upload_is_503(start_server) -> None:
+    server = start_server()
+    parsed = urllib.parse.urlsplit(server.url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10.0) as sock:
+        sock.sendall(b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: application/gzip\r\n"
+                     b"Content-Length: 10000000\r\n\r\n" + bytes(2**20))
+        incoming = server.state_dir / "incoming"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not list(incoming.iterdir()):
+            time.sleep(0.05)
+
+        server.stop()
+        reply = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 503 "), reply[:300]
+    assert b"server is stopping" in reply
+    assert b"Retry-After: 60" in reply
+    assert list(incoming.iterdir()) == []
+
+
+def many_files_archive(path: Path, count: int) -> Path:
+    """Write the sample plus ``count`` one-byte files, an archive that takes seconds to extract."""
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(SAMPLE, arcname="VTK")
+        for index in range(count):
+            info = tarfile.TarInfo(f"junk/{index // 1000}/{index}.txt")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    return path
+
+
+def test_disconnect_during_extraction_cleans_up(start_server, tmp_path: Path) -> None:
+    server = start_server("--max-running", "1", "--backlog", "1")
+    body = many_files_archive(tmp_path / "many.tar.gz", 20_000).read_bytes()
+    parsed = urllib.parse.urlsplit(server.url)
+    incoming = server.state_dir / "incoming"
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=30.0) as sock:
+        sock.sendall(b"POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: application/gzip\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(incoming.glob("*/input")):
+            time.sleep(0.01)
+        assert list(incoming.glob("*/input")), "extraction should have started"
+
+    # The queue place stays taken until the extraction ends, so clients that
+    # disconnect cannot pile up extractions.
+    in_progress = server.json("GET", "/healthz")[1]["uploads_in_progress"]
+    if list(incoming.glob("*/input")):
+        assert in_progress == 1
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and list(incoming.iterdir()):
+        time.sleep(0.1)
+    assert list(incoming.iterdir()) == []
+    assert list((server.state_dir / "jobs").iterdir()) == []
+    assert server.json("GET", "/healthz")[1]["uploads_in_progress"] == 0
+    assert "disconnected during extraction" in server.log()

@@ -9,8 +9,9 @@ import pytest
 
 from kvis_parallel.errors import UserError
 from kvis_parallel.server.jobs import Job, StateStore, write_json_atomically
-from kvis_parallel.server.launcher import build_command, error_message, render_arguments
-from kvis_parallel.server.settings import parse_duration, parse_settings, parse_size
+from kvis_parallel.server.launcher import RunResult, build_command, error_message, render_arguments, strip_rank_zero
+from kvis_parallel.server.settings import format_bytes, parse_duration, parse_settings, parse_size
+from kvis_parallel.server.summary import check_options_against_summary
 from kvis_parallel.server.uploads import MultipartParser, UploadError, UploadReceiver, parse_part_headers
 
 BOUNDARY = b"----kvisBoundary42"
@@ -196,3 +197,74 @@ def test_write_json_atomically_replaces(tmp_path: Path) -> None:
     write_json_atomically(path, {"a": 2})
     assert path.read_text().count('"a": 2') == 1
     assert [item.name for item in tmp_path.iterdir()] == ["job.json"]
+
+
+@pytest.mark.parametrize("count, expected", [
+    (0, "0 B"), (1000, "1000 B"), (1024, "1 KiB"), (1536, "1.5 KiB"), (100_000, "97.7 KiB"),
+    (2**20, "1 MiB"), (64 * 2**20, "64 MiB"), (8 * 2**30, "8 GiB"), (3 * 2**40, "3 TiB"),
+])
+def test_format_bytes_picks_unit(count: int, expected: str) -> None:
+    assert format_bytes(count) == expected
+
+
+@pytest.mark.parametrize("kind, message, expected", [
+    ("user", "rank 0 of 4 on node7: field 'x' not found", "field 'x' not found"),
+    ("user", "rank 2 of 4 on node7: time step 0.1 (a.vtk): truncated", "rank 2 of 4 on node7: time step 0.1 (a.vtk): truncated"),
+    ("bug", "rank 0 of 4 on node7: bug in kvis: KeyError: 'x'", "rank 0 of 4 on node7: bug in kvis: KeyError: 'x'"),
+    ("user", "no time steps found", "no time steps found"),
+])
+def test_client_message_rank_zero_prefix(kind: str, message: str, expected: str) -> None:
+    result = RunResult(returncode=2 if kind == "user" else 1, stderr_tail=[],
+                       error={"stage": "error", "kind": kind, "message": message})
+    assert result.client_message == expected
+
+
+def test_strip_rank_zero_only_at_start() -> None:
+    assert strip_rank_zero("rank 10 of 16 on n1: bad") == "rank 10 of 16 on n1: bad"
+    assert strip_rank_zero("x: rank 0 of 2 on n1: bad") == "x: rank 0 of 2 on n1: bad"
+
+
+@pytest.mark.parametrize("status, kind, expected", [
+    ("failed", "user", "user"), ("failed", "bug", "bug"), ("failed", "timeout", None),
+    ("failed", "restart", None), ("cancelled", "cancelled", None), ("done", None, None),
+])
+def test_job_public_error_kind(status: str, kind: str | None, expected: str | None) -> None:
+    assert Job(id="0123456789abcdef", status=status, error_kind=kind).to_public()["error_kind"] == expected
+
+
+SUMMARY = {
+    "layout": "foam-legacy", "steps": 3, "parts": ["internal", "movingWall", "fixedWalls"],
+    "fields": [
+        {"name": "p", "association": "cell", "components": 1, "range": [0, 1]},
+        {"name": "U", "association": "cell", "components": 3, "range": [0, 1]},
+        {"name": "U", "association": "point", "components": 3, "range": [0, 1]},
+    ],
+}
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"field": "p"}, {"field": "U", "component": "z"}, {"field": "U", "association": "point"},
+    {"parts": "movingWall", "field": "only_on_patches"}, {"parts": "internal", "field": "p"},
+])
+def test_summary_accepts_valid_options(options: dict[str, str]) -> None:
+    check_options_against_summary(options, SUMMARY)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"field": "T"}, ["field 'T' not found", "p (cell, 1 component)", "U (cell, 3 components)"]),
+    ({"field": "p", "association": "point"}, ["not point data", "cell"]),
+    ({"field": "p", "component": "x"}, ["1 component(s)", "no x component", "component=mag"]),
+    ({"parts": "internal,lid"}, ["part 'lid' not found", "movingWall"]),
+])
+def test_summary_rejects_invalid_options(options: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(UserError) as raised:
+        check_options_against_summary(options, SUMMARY)
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_summary_without_internal_mesh() -> None:
+    summary = {"parts": ["top", "bottom"], "fields": [{"name": "T", "association": "point", "components": 1}]}
+    check_options_against_summary({"field": "T"}, summary)
+    with pytest.raises(UserError, match="field 'p' not found"):
+        check_options_against_summary({"field": "p"}, summary)

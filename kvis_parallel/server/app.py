@@ -20,7 +20,7 @@ import tornado.web
 from tornado.log import access_log
 
 from .. import __version__
-from .base import ApiError, BaseHandler, ServerContext, redact_token
+from .base import ApiError, BaseHandler, ErrorMixin, ServerContext, redact_token
 from .handlers import (FilesHandler, HealthHandler, JobFileHandler, JobHandler, JobsHandler, UploadHandler,
                        UploadsHandler)
 from .jobs import ID_PATTERN, StateStore
@@ -31,6 +31,10 @@ from .streaming import DRAIN_BYTES
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+class StaticHandler(ErrorMixin, tornado.web.StaticFileHandler):
+    """The web page and its files, with the same one-line error bodies as the API."""
 
 
 class NotFoundHandler(BaseHandler):
@@ -69,8 +73,8 @@ def make_app(settings: Settings) -> tornado.web.Application:
     shared = {"context": context}
     job = rf"/jobs/({ID_PATTERN})"
     routes = [
-        (r"/()", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
-        (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+        (r"/()", StaticHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
+        (r"/static/(.*)", StaticHandler, {"path": str(STATIC_DIR)}),
         (r"/healthz", HealthHandler, shared),
         (r"/files", FilesHandler, shared),
         (r"/jobs", JobsHandler, shared),
@@ -89,8 +93,12 @@ async def serve(settings: Settings) -> None:
     app = make_app(settings)
     context: ServerContext = app.settings["kvis"]
 
+    # The idle timeout also limits the time a client may take to send its
+    # request headers, so a client that trickles headers cannot hold a
+    # connection longer than one that trickles its body.
     server = tornado.httpserver.HTTPServer(
-        app, max_body_size=settings.max_upload_bytes + DRAIN_BYTES, idle_connection_timeout=300)
+        app, max_body_size=settings.max_upload_bytes + DRAIN_BYTES,
+        idle_connection_timeout=settings.upload_idle_timeout_s)
     sockets = tornado.netutil.bind_sockets(settings.port, settings.address or None)
     server.add_sockets(sockets)
     for sock in sockets:
@@ -113,8 +121,21 @@ async def serve(settings: Settings) -> None:
     logger.info("stopping: no new connections; cancelling queued and running jobs")
     server.stop()
     sweeper.cancel()
+    await _reject_unfinished_uploads(context)
     await context.queue.shutdown()
     logger.info("stopped")
+
+
+async def _reject_unfinished_uploads(context: ServerContext) -> None:
+    # Without this, the loop's shutdown cancels their handlers, and the
+    # clients get a 500 that no log line explains.
+    writes = []
+    for handler in list(context.receiving):
+        write = handler.stop_receiving("the server is stopping; send the upload again in a minute")
+        if write is not None:
+            writes.append(asyncio.ensure_future(write))
+    if writes:
+        await asyncio.wait(writes, timeout=5)
 
 
 async def _sweep_periodically(context: ServerContext) -> None:

@@ -13,7 +13,8 @@ import hmac
 import json
 import logging
 import re
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.web
@@ -40,6 +41,8 @@ class ServerContext:
     settings: Settings
     store: StateStore
     queue: JobQueue
+    # Upload handlers whose body is still arriving; each gets a 503 when the server stops.
+    receiving: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
 
 class ApiError(tornado.web.HTTPError):

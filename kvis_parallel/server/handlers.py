@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -14,7 +16,7 @@ from .. import __version__
 from ..errors import UserError
 from .base import ApiError, BaseHandler, ErrorMixin, ServerContext
 from .jobs import DONE, Job, Upload, new_id
-from .launcher import run_inspect
+from .launcher import KILL_GRACE_S, run_inspect
 from .streaming import UploadingHandler
 
 logger = logging.getLogger(__name__)
@@ -109,10 +111,14 @@ class JobHandler(BaseHandler):
         self.check_token()
         self.send_json(self.find_job(job_id).to_public())
 
-    def delete(self, job_id: str) -> None:
+    async def delete(self, job_id: str) -> None:
         self.check_token()
         job = self.find_job(job_id)
         if self.context.queue.cancel(job.id, "cancelled by DELETE /jobs/<id>"):
+            # Stopping the process group takes up to KILL_GRACE_S; the response
+            # shows "cancelled" unless the group outlives the wait.
+            with contextlib.suppress(TimeoutError, KeyError):
+                await asyncio.wait_for(self.context.queue.wait(job.id), KILL_GRACE_S + 2)
             self.send_json(job.to_public())
             return
         self.context.store.delete_job(job.id)
@@ -136,6 +142,8 @@ class UploadsHandler(UploadingHandler):
         folder.mkdir()
         try:
             await self.extract_upload(folder / "data")
+            if self.client_gone:
+                raise ApiError(400, "the client disconnected during extraction")
             upload.summary = await self._inspect(folder / "data")
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

@@ -99,6 +99,16 @@ class Job:
         """Whether the job is done, failed or cancelled."""
         return self.status in FINISHED
 
+    @property
+    def public_error_kind(self) -> str | None:
+        """``"user"`` for bad input, ``"bug"`` for a renderer or server bug, else None.
+
+        Timeouts, restarts and cancellations are None: the status and the
+        error message describe them, and they are neither the input's fault
+        nor a bug.
+        """
+        return self.error_kind if self.error_kind in ("user", "bug") else None
+
     def to_record(self) -> dict[str, Any]:
         """Return every field, for the JSON file."""
         return dataclasses.asdict(self)
@@ -124,6 +134,7 @@ class Job:
             "fps": self.fps,
             "eta_s": self.eta_s,
             "error": self.error,
+            "error_kind": self.public_error_kind,
             "options": self.options,
             "upload": self.upload,
             "movie": f"/jobs/{self.id}/movie.mp4" if done else None,

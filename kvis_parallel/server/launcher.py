@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 from collections import deque
@@ -33,6 +34,8 @@ KILL_GRACE_S = 5.0
 STDERR_TAIL_LINES = 40
 MAX_LINE_BYTES = 1 << 20
 ERROR_PREFIX = "kvis: error: "
+# Host names contain no colon or space, so the prefix ends at the first ": ".
+_RANK_ZERO_PREFIX = re.compile(r"^rank 0 of \d+ on [^\s:]+: ")
 
 # Render options a request may set, by query or form name, with the CLI flag.
 # Server-owned flags (-o, --progress, --summary, --poster, --frames) are absent.
@@ -157,6 +160,16 @@ def build_command(launcher: str, python: str, ranks: int, job_id: str, workdir: 
     return [*prefix, python, "-m", "kvis_parallel", *tail]
 
 
+def strip_rank_zero(message: str) -> str:
+    """Remove a leading ``rank 0 of N on HOST: `` from a user error's message.
+
+    Rank 0 checks the input before any step is rendered, so for an HTTP
+    client the rank and host add nothing to a user error. Other ranks' and
+    bugs' messages keep them, because they locate a crash.
+    """
+    return _RANK_ZERO_PREFIX.sub("", message, count=1)
+
+
 def error_message(stderr_lines: list[str]) -> str:
     """Return the reason from the last ``kvis: error: ...`` line, else the last line."""
     for line in reversed(stderr_lines):
@@ -186,6 +199,11 @@ class RunResult:
         if self.error and isinstance(self.error.get("message"), str):
             self.error["message"] = self.error["message"].replace(prefix, "")
         self.stderr_tail = [line.replace(prefix, "") for line in self.stderr_tail]
+
+    @property
+    def client_message(self) -> str:
+        """The message for the HTTP client: :attr:`message`, without rank 0's prefix on user errors."""
+        return strip_rank_zero(self.message) if self.is_user_error else self.message
 
     @property
     def is_user_error(self) -> bool:
@@ -343,7 +361,7 @@ async def run_inspect(python: str, folder: Path, timeout_s: float) -> dict[str, 
     result.hide_prefix(f"{folder}/")
 
     if result.returncode == 2 or result.is_user_error:
-        raise UserError(result.message or "no readable time steps found in the archive")
+        raise UserError(result.client_message or "no readable time steps found in the archive")
     if result.returncode != 0 or not summaries:
         raise RuntimeError(f"inspect exited with status {result.returncode}: {result.message}")
     return summaries[-1]

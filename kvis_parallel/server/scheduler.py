@@ -10,7 +10,9 @@ passing its time limit kills the renderer's whole process group.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import shutil
 import time
 from collections import deque
@@ -26,6 +28,15 @@ from .launcher import build_command, run_process
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class OutOfSpace(Exception):
+    """The state folder's file system is full or over its disk quota; the server's problem, not the upload's."""
+
+
+def is_out_of_space(error: OSError) -> bool:
+    """Return whether ``error`` means the file system is full or the user's disk quota is used up."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class QueueFull(Exception):
@@ -206,7 +217,7 @@ class JobQueue:
             job.movie_bytes = movie.stat().st_size
             self._end(job, DONE, None, None)
         elif result.is_user_error:
-            self._end(job, FAILED, result.message or "the renderer rejected the input", "user")
+            self._end(job, FAILED, result.client_message or "the renderer rejected the input", "user")
         else:
             logger.error("job %s: renderer exited with status %d; last stderr lines:\n%s",
                          job.id, result.returncode, "\n".join(result.stderr_tail[-10:]))
@@ -319,8 +330,14 @@ def _extract_and_discover(archive: Path, destination: Path, limits: ArchiveLimit
     try:
         extract_archive(archive, destination, limits)
         discover_series(destination)
-    except UserError:
+    except UserError as error:
         shutil.rmtree(destination, ignore_errors=True)
+        # NOTE: extract_archive turns every OSError into an ArchiveError and
+        # keeps only its message, so a full disk is recognised by its text.
+        message = str(error)
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            if f"[Errno {code}]" in message or os.strerror(code) in message:
+                raise OutOfSpace(os.strerror(code)) from None
         raise
     finally:
         archive.unlink(missing_ok=True)

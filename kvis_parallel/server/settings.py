@@ -71,6 +71,19 @@ def parse_size(text: str) -> int:
     return int(float(number) * _SIZE_UNITS[unit.upper()])
 
 
+def format_bytes(count: int) -> str:
+    """Format a byte count in the largest binary unit that keeps it at 1 or more, e.g. ``1.5 MiB``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value /= 1024
+    else:
+        unit = "TiB"
+    text = f"{value:.1f}".rstrip("0").rstrip(".")
+    return f"{text} {unit}"
+
+
 def parse_duration(text: str) -> float:
     """Parse a duration such as ``90``, ``30m`` or ``24h`` into seconds.
 

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from ..errors import UserError
 from .base import ApiError, BaseHandler
 from .jobs import Job, Upload, is_id, new_id
 from .launcher import render_arguments, validate_render_arguments
-from .scheduler import QueueFull, Reservation
+from .scheduler import OutOfSpace, QueueFull, Reservation, is_out_of_space
+from .settings import format_bytes
+from .summary import check_options_against_summary
 from .uploads import UploadError, UploadReceiver
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,9 @@ CONTROL_FIELDS = ("token", "upload")
 # the client reads the response before the connection closes.
 DRAIN_BYTES = 64 * 2**20
 DRAIN_SECONDS = 10.0
+# Bytes an upload must send within each --upload-idle-timeout. A client that
+# sends a byte now and then would otherwise hold its queue place forever.
+MIN_PROGRESS_BYTES = 1024
 
 
 @tornado.web.stream_request_body
@@ -54,6 +60,9 @@ class UploadingHandler(BaseHandler):
         self.body_started = False
         self.body_complete = False
         self.extracting = False
+        self.body_bytes = 0
+        self.bytes_at_last_progress = 0
+        self.last_progress_time = time.monotonic()
         if self.request.method != "POST":
             return
 
@@ -66,17 +75,36 @@ class UploadingHandler(BaseHandler):
 
         try:
             self._check_before_body(length)
-            content_type = self.request.headers.get("Content-Type", "")
-            self.receiver = UploadReceiver(self.context.store.incoming_path(), content_type)
+            self.receiver = self._open_receiver()
+            self.context.receiving.add(self)
         except ApiError as error:
             self.reject_body(error.status_code, error.message, error.headers)
             return
         except UploadError as error:
             self.reject_body(400, str(error))
             return
+        except OSError as error:
+            self.reject_body(*self._storage_failure(error))
+            return
 
-        self.last_data_time = time.monotonic()
         self._schedule_idle_check()
+
+    def _storage_failure(self, error: OSError) -> tuple[int, str]:
+        """Log a failure to store the upload and return the status and message for the client."""
+        logger.error("cannot store the upload from %s in %s: %s", self.request.remote_ip,
+                     self.context.store.incoming, error)
+        if is_out_of_space(error):
+            return 507, (f"the server has no space left to store the upload ({error.strerror}); "
+                         "try again later, or ask the operator to free disk space or lower --quota")
+        return 500, "internal server error: storing the upload failed; see the server log"
+
+    def _open_receiver(self) -> UploadReceiver:
+        path = self.context.store.incoming_path()
+        try:
+            return UploadReceiver(path, self.request.headers.get("Content-Type", ""))
+        except BaseException:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
 
     def _schedule_idle_check(self) -> None:
         timeout = self.context.settings.upload_idle_timeout_s
@@ -89,13 +117,22 @@ class UploadingHandler(BaseHandler):
             return
         if self.body_complete:
             return
-        idle_s = time.monotonic() - self.last_data_time
+        idle_s = time.monotonic() - self.last_progress_time
         if idle_s < self.context.settings.upload_idle_timeout_s:
             self._schedule_idle_check()
             return
-        logger.info("closing the upload from %s: no data for %.0f s", self.request.remote_ip, idle_s)
+        logger.info("closing the upload from %s: no data for %.0f s (under %d bytes)", self.request.remote_ip,
+                    idle_s, MIN_PROGRESS_BYTES)
         self._drop_upload()
-        self.request.connection.close()
+        # A client that is still alive (one whose Content-Length promised more
+        # than it sent) reads why; Tornado closes the connection after this
+        # response because the body was not read to its end.
+        self.draining = True
+        self.set_status(408)
+        self.set_header("Connection", "close")
+        limit = self.context.settings.upload_idle_timeout_s
+        self._write_error_body(408, f"upload timed out: less than {MIN_PROGRESS_BYTES} bytes arrived in {limit:g} s; "
+                                    "send the whole body, with a Content-Length that matches it", finish=True)
 
     def _check_before_body(self, length: int) -> None:
         """Check the token, options, size and queue, and hold a queue place.
@@ -133,7 +170,7 @@ class UploadingHandler(BaseHandler):
 
     def _too_large_message(self) -> str:
         limit = self.context.settings.max_upload_bytes
-        return (f"upload too large: the limit is {limit} bytes ({limit / 2**20:.0f} MiB); "
+        return (f"upload too large: the limit is {limit} bytes ({format_bytes(limit)}); "
                 "send fewer time steps or ask the operator to raise --max-upload")
 
     def reject_body(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
@@ -146,6 +183,8 @@ class UploadingHandler(BaseHandler):
         the client may lose the response. ``data_received`` uses it too,
         because an exception raised there closes the connection without a response.
         """
+        logger.info("%d %s %s from %s: %s", status, self.request.method, self.request.path,
+                    self.request.remote_ip, message)
         self._drop_upload()
         self.draining = True
         self.set_status(status)
@@ -166,7 +205,23 @@ class UploadingHandler(BaseHandler):
                         self.request.remote_ip)
             self.finish()
 
-    def _write_error_body(self, status_code: int, message: str, *, finish: bool) -> None:
+    def stop_receiving(self, message: str) -> Awaitable[None] | None:
+        """Send 503 to an upload whose body is still arriving, because the server stops.
+
+        Returns the future of the response write, or None when the request
+        is past its body.
+        """
+        if self._finished or self.draining or self.body_complete or self.receiver is None:
+            return None
+        logger.info("503 %s %s from %s: %s", self.request.method, self.request.path, self.request.remote_ip, message)
+        self._drop_upload()
+        self.draining = True
+        self.set_status(503)
+        self.set_header("Connection", "close")
+        self.set_header("Retry-After", "60")
+        return self._write_error_body(503, message, finish=True)
+
+    def _write_error_body(self, status_code: int, message: str, *, finish: bool) -> Awaitable[None] | None:
         if self.wants_json():
             self.set_header("Content-Type", "application/json")
             body = json.dumps({"error": message, "status": status_code, "job": None}) + "\n"
@@ -174,21 +229,27 @@ class UploadingHandler(BaseHandler):
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             body = message + "\n"
         if finish:
-            self.finish(body)
-            return
+            return self.finish(body)
         self.set_header("Content-Length", str(len(body.encode())))
         self.write(body)
         self.flush()
+        return None
 
     def data_received(self, chunk: bytes) -> None:
         self.body_started = True
-        self.last_data_time = time.monotonic()
+        self.body_bytes += len(chunk)
+        if self.body_bytes - self.bytes_at_last_progress >= MIN_PROGRESS_BYTES:
+            self.last_progress_time = time.monotonic()
+            self.bytes_at_last_progress = self.body_bytes
         if self.draining or self.receiver is None:
             return
         try:
             self.receiver.feed(chunk)
         except UploadError as error:
             self.reject_body(400, str(error))
+            return
+        except OSError as error:
+            self.reject_body(*self._storage_failure(error))
             return
         if self.receiver.bytes_received > self.context.settings.max_upload_bytes:
             logger.info("upload from %s passed the %d-byte limit", self.request.remote_ip,
@@ -199,6 +260,7 @@ class UploadingHandler(BaseHandler):
         self.client_gone = True
         self._drop_upload()
         self._cancel_timers()
+        self.context.receiving.discard(self)
         super().on_connection_close()
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
@@ -209,6 +271,7 @@ class UploadingHandler(BaseHandler):
     def on_finish(self) -> None:
         self._drop_upload()
         self._cancel_timers()
+        self.context.receiving.discard(self)
 
     def _cancel_timers(self) -> None:
         for name in ("_drain_timer", "_idle_timer"):
@@ -219,7 +282,11 @@ class UploadingHandler(BaseHandler):
     def _drop_upload(self) -> None:
         # While a worker thread extracts into the upload's folder, deleting it
         # would race with the extraction; post() cleans up when it returns.
-        if self.receiver is not None and not self.extracting:
+        # The queue place is kept until then too, so clients that disconnect
+        # during extraction cannot pile up extractions beyond the queue's capacity.
+        if self.extracting:
+            return
+        if self.receiver is not None:
             self.receiver.discard()
             shutil.rmtree(self.receiver.path.parent, ignore_errors=True)
             self.receiver = None
@@ -247,6 +314,8 @@ class UploadingHandler(BaseHandler):
             self.receiver.finish()
         except UploadError as error:
             raise ApiError(400, str(error)) from None
+        except OSError as error:
+            raise ApiError(*self._storage_failure(error)) from None
 
         fields = self.receiver.fields
         self.check_token(fields.get("token"))
@@ -274,6 +343,10 @@ class UploadingHandler(BaseHandler):
             self.receiver.check_archive()
             self.extracting = True
             await self.context.queue.extract(self.receiver.path, destination)
+        except OutOfSpace as error:
+            logger.error("cannot extract the upload from %s: %s", self.request.remote_ip, error)
+            raise ApiError(507, f"the server has no space left to extract the upload ({error}); try again "
+                                "later, or ask the operator to free disk space or lower --quota") from None
         except UserError as error:
             raise ApiError(400, str(error)) from None
         finally:
@@ -285,7 +358,8 @@ class UploadingHandler(BaseHandler):
         Raises
         ------
         ApiError
-            400 for a bad archive or unknown upload.
+            400 for a bad archive or an option that the stored upload cannot
+            satisfy, 404 for an unknown or expired upload.
         """
         assert self.receiver is not None and self.reservation is not None
         store = self.context.store
@@ -295,6 +369,10 @@ class UploadingHandler(BaseHandler):
             if self.receiver.has_file:
                 raise ApiError(400, "give either an archive or upload=<id>, not both")
             upload = self._find_upload(upload_id)
+            try:
+                check_options_against_summary(options, upload.summary)
+            except UserError as error:
+                raise ApiError(400, str(error)) from None
             job.upload = upload.id
             upload.last_used = time.time()
             store.add_job(job)
@@ -313,6 +391,6 @@ class UploadingHandler(BaseHandler):
     def _find_upload(self, upload_id: str) -> Upload:
         upload = self.context.store.uploads.get(upload_id) if is_id(upload_id) else None
         if upload is None:
-            raise ApiError(400, f"upload {upload_id!r} not found; it may have expired, so upload the archive "
+            raise ApiError(404, f"upload {upload_id!r} not found; it may have expired, so upload the archive "
                                 "again with POST /uploads")
         return upload

@@ -158,9 +158,10 @@ class MultipartParser:
 
     def _parse_headers(self) -> bool:
         end = self._buffer.find(b"\r\n\r\n")
+        # A chunk may hold a whole oversized header block, so the size is checked when it ends too.
+        if (end < 0 and len(self._buffer) > MAX_HEADER_BYTES) or end > MAX_HEADER_BYTES:
+            raise UploadError(f"invalid multipart part: its headers exceed {MAX_HEADER_BYTES} bytes")
         if end < 0:
-            if len(self._buffer) > MAX_HEADER_BYTES:
-                raise UploadError(f"invalid multipart part: its headers exceed {MAX_HEADER_BYTES} bytes")
             return False
         name, filename = parse_part_headers(bytes(self._buffer[:end]))
         del self._buffer[:end + 4]
@@ -199,6 +200,12 @@ class UploadReceiver:
     """
 
     def __init__(self, path: Path, content_type: str) -> None:
+        # The content type is checked before the file exists, so a rejected
+        # request leaves no file behind.
+        boundary = multipart_boundary(content_type)
+        self._parser = None if boundary is None else MultipartParser(
+            boundary, self._begin_part, self._part_data, self._end_part)
+
         self.path = path
         self.fields: dict[str, str] = {}
         self.bytes_received = 0
@@ -207,10 +214,6 @@ class UploadReceiver:
         self._file: BinaryIO | None = open(path, "wb")
         self._seen_file = False
         self._field_values: dict[str, bytearray] = {}
-
-        boundary = multipart_boundary(content_type)
-        self._parser = None if boundary is None else MultipartParser(
-            boundary, self._begin_part, self._part_data, self._end_part)
 
     @property
     def is_multipart(self) -> bool:
