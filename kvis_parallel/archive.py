@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import errno
 import logging
 import lzma
 import os
@@ -29,6 +30,9 @@ from typing import BinaryIO
 from .errors import ArchiveError
 
 logger = logging.getLogger(__name__)
+
+# errno values that mean the destination is full, not that the archive is bad.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
@@ -191,6 +195,10 @@ def extract_archive(archive: Path, destination: Path, limits: ArchiveLimits = Ar
             raise
         except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
             extraction.remove_created()
+            # A full disk is the destination's fault, not the archive's, so
+            # the caller gets the OSError and can answer it differently.
+            if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+                raise
             raise ArchiveError(_read_error_message(archive, error)) from None
 
     if extraction.members == 0:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import io
 import lzma
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from kvis_parallel import archive as archive_module
 from kvis_parallel.archive import ArchiveLimits, extract_archive, is_archive
 from kvis_parallel.errors import ArchiveError, UserError
 
@@ -188,6 +191,24 @@ def test_bad_member_removes_extracted(work: tuple[Path, Path]) -> None:
     with pytest.raises(ArchiveError, match="symbolic link"):
         extract_archive(write_archive(incoming, tar_bytes(add)), destination)
 
+    assert files_under(destination) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_full_disk_is_not_archive_error(work: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+                                        code: int) -> None:
+    incoming, destination = work
+    archive = write_archive(incoming, tar_bytes(case_members("VTK")))
+
+    def fail_write(*args: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(archive_module, "_write_member", fail_write)
+    with pytest.raises(OSError) as raised:
+        extract_archive(archive, destination)
+
+    assert not isinstance(raised.value, ArchiveError)
+    assert raised.value.errno == code
     assert files_under(destination) == []
 
 

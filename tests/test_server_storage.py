@@ -40,8 +40,7 @@ def test_is_out_of_space(code: int, expected: bool) -> None:
 def test_extract_full_disk_is_out_of_space(tmp_path: Path) -> None:
     archive = tmp_path / "upload"
     archive.write_bytes(b"x")
-    error = ArchiveError(f"cannot extract archive upload: [Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}")
-    with mock.patch.object(scheduler, "extract_archive", side_effect=error):
+    with mock.patch.object(scheduler, "extract_archive", side_effect=NO_SPACE):
         with pytest.raises(OutOfSpace):
             scheduler._extract_and_discover(archive, tmp_path / "input", None)
     assert not archive.exists()

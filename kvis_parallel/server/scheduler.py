@@ -330,14 +330,13 @@ def _extract_and_discover(archive: Path, destination: Path, limits: ArchiveLimit
     try:
         extract_archive(archive, destination, limits)
         discover_series(destination)
-    except UserError as error:
+    except UserError:
         shutil.rmtree(destination, ignore_errors=True)
-        # NOTE: extract_archive turns every OSError into an ArchiveError and
-        # keeps only its message, so a full disk is recognised by its text.
-        message = str(error)
-        for code in (errno.ENOSPC, errno.EDQUOT):
-            if f"[Errno {code}]" in message or os.strerror(code) in message:
-                raise OutOfSpace(os.strerror(code)) from None
+        raise
+    except OSError as error:
+        shutil.rmtree(destination, ignore_errors=True)
+        if is_out_of_space(error):
+            raise OutOfSpace(os.strerror(error.errno)) from None
         raise
     finally:
         archive.unlink(missing_ok=True)
