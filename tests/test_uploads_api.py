@@ -10,10 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import tarfile
 import time
 import urllib.error
@@ -27,13 +23,13 @@ from pathlib import Path
 import av
 import pytest
 
+from local_server import REPO, Server, start_server
+
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 CAVITY_VTK = REPO / "datasets" / "cavity" / "VTK"
 CAVITY_STEPS = 11          # datasets/README.md: icoFoam cavity, times 0 to 0.5 s
 CAVITY_LAST_TIME = 0.5
-SERVER_START_TIMEOUT_S = 60
 JOB_TIMEOUT_S = 240
 HTTP_TIMEOUT_S = 60
 
@@ -49,23 +45,6 @@ class Response:
 
     def json(self) -> dict:
         return json.loads(self.body)
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Response:
@@ -102,52 +81,6 @@ def make_tar_gz(source: Path, arcname: str) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         archive.add(source, arcname=arcname)
     return buffer.getvalue()
-
-
-def start_server(state_dir: Path, *extra_args: str) -> Server:
-    """Start ``tornado_app.py`` on a free loopback port and wait until /healthz responds."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = state_dir.parent / f"server-{port}.log"
-
-    # KVIS_* variables of the caller (a token, a launcher) must not change the server under test.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("KVIS_")}
-    # mpiexec from the mpich wheel sits next to the interpreter.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-
-    command = [
-        sys.executable, str(REPO / "tornado_app.py"),
-        "--port", str(port), "--address", "127.0.0.1",
-        "--ranks", "1", "--state-dir", str(state_dir), *extra_args,
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with status {process.returncode} during start-up:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as reply:
-                if reply.status == 200:
-                    return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-
-    stop_server(server)
-    pytest.fail(f"server did not respond to /healthz within {SERVER_START_TIMEOUT_S} s:\n{server.log_tail()}")
-
-
-def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=15)
 
 
 def wait_for_job(server: Server, job_id: str) -> dict:
@@ -198,7 +131,7 @@ def render_from_upload(server: Server, upload_id: str, **options: str) -> tuple[
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = start_server(tmp_path_factory.mktemp("uploads-api") / "state")
     yield running
-    stop_server(running)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -360,4 +293,4 @@ def test_expired_upload_is_404(tmp_path: Path, cavity_archive: bytes) -> None:
         assert reply.status == 404, f"POST /jobs: {reply.status} {reply.body[:300]!r}"
         assert b"expired" in reply.body
     finally:
-        stop_server(short_lived)
+        short_lived.stop()
