@@ -7,11 +7,12 @@ display.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -54,6 +55,21 @@ class Movie:
     fps: Fraction
     duration_s: float
     frames: list[np.ndarray]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Put the root logger back after each test.
+
+    ``cli.main`` run in-process replaces the root handlers with one bound to
+    that test's captured stderr. Left in place, later tests would log into a
+    closed stream and print "--- Logging error ---" on the real stderr.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def read_movie(path: Path) -> Movie:
