@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from mpi4py import MPI
 
-from .dispatch import TAG_FAILURE, JobFailure, RankContext, stop_if_requested, stop_other_ranks
+from .dispatch import TAG_FAILURE, JobFailure, RankContext, stop_if_requested, stop_other_ranks, wait_with_sleep
 from .errors import EXIT_BUG, EXIT_USER_ERROR, UserError
 from .series import TimeStep
 
@@ -46,28 +46,51 @@ class SetupFailed(Exception):
         self.status = status
 
 
-def share_from_root(context: RankContext, make: Callable[[], object]) -> object:
+def share_from_root(context: RankContext, make: Callable[[], object],
+                    prepare: Callable[[], None] | None = None) -> object:
     """Run ``make`` on rank 0 and broadcast its result to every rank.
 
-    When ``make`` raises on rank 0, the exception propagates there and the
-    other ranks raise :class:`SetupFailed` with the exit status, so that all
-    ranks end cleanly and only rank 0 reports.
+    Meanwhile the other ranks run ``prepare`` (when given), then wait with
+    sleeps instead of spinning in the broadcast, which would take a core
+    from rank 0 when ranks share a node's cores. When ``make`` raises on
+    rank 0, the exception propagates there and the other ranks raise
+    :class:`SetupFailed` with the exit status, so that all ranks end cleanly
+    and only rank 0 reports. An exception from ``prepare`` propagates on its
+    rank after the broadcast, so rank 0 is never left waiting.
     """
     if context.rank != 0:
-        failed, value = context.world.bcast(None, root=0)
-        if failed:
-            raise SetupFailed(value)
-        return value
+        return _receive_from_root(context, prepare)
 
     try:
         value = make()
     except UserError:
-        context.world.bcast((True, EXIT_USER_ERROR), root=0)
+        _broadcast_from_root(context, (True, EXIT_USER_ERROR))
         raise
     except BaseException:
-        context.world.bcast((True, EXIT_BUG), root=0)
+        _broadcast_from_root(context, (True, EXIT_BUG))
         raise
-    context.world.bcast((False, value), root=0)
+    _broadcast_from_root(context, (False, value))
+    return value
+
+
+def _broadcast_from_root(context: RankContext, message: tuple[bool, object]) -> None:
+    wait_with_sleep([context.world.Ibarrier()])
+    context.world.bcast(message, root=0)
+
+
+def _receive_from_root(context: RankContext, prepare: Callable[[], None] | None) -> object:
+    prepare_error: Exception | None = None
+    if prepare is not None:
+        try:
+            prepare()
+        except Exception as error:  # noqa: BLE001  raised after the broadcast, below
+            prepare_error = error
+    wait_with_sleep([context.world.Ibarrier()])
+    failed, value = context.world.bcast(None, root=0)
+    if failed:
+        raise SetupFailed(value)
+    if prepare_error is not None:
+        raise prepare_error
     return value
 
 

@@ -11,8 +11,9 @@ driven by rank 0 as a small dispatcher that hands out one step at a time:
    steps are read once.
 2. Render. Each rank renders whole frames, converts them to yuv420p and sends
    each frame to rank 0 as one numpy buffer, tagged with the step number.
-   Rank 0 receives frames within a fixed reorder window, encodes them in time
-   order and, with few ranks, renders its own share in between.
+   Rank 0 receives frames within a fixed reorder window and, with few ranks,
+   renders its own share. A thread of rank 0 converts rank 0's frames and
+   encodes every frame in time order (see :mod:`.collect`).
 
 Frames travel with ``Issend``, the non-blocking form of ``Ssend``: a rank
 renders its next frame while the last one waits for rank 0, and it holds at
@@ -29,13 +30,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
-from .collect import FrameCollector, reorder_window
+from .collect import EncoderThread, FrameCollector, reorder_window
 from .dispatch import (
     NO_MORE_STEPS,
     ControlServer,
@@ -56,8 +58,8 @@ from .failures import (
     failure_from,
     report_failure_to_root,
     run_step,
-    share_from_root,
 )
+from .failures import share_from_root as _share_from_root
 from .prepass import (
     PrepassResult,
     StepLoader,
@@ -67,7 +69,7 @@ from .prepass import (
     report_prepass,
     run_prepass,
 )
-from .progress import Progress, RankStats, RunSummary, peak_rss_mb
+from .progress import Progress, RankStats, RunSummary, peak_rss_mb, process_age_s
 from .scene import Scene
 from .series import TimeSeries
 
@@ -130,6 +132,25 @@ def encoder_mode(requested: str, ranks: int) -> str:
     return requested
 
 
+def share_from_root(context: RankContext, make: Callable[[], object]) -> object:
+    """Run ``make`` on rank 0 and broadcast its result; the other ranks load the render modules meanwhile.
+
+    See :func:`.failures.share_from_root` for the failure handling.
+    """
+    return _share_from_root(context, make, prepare=load_render_modules)
+
+
+def load_render_modules() -> None:
+    """Import the modules that reading, rendering and encoding need: VTK's, PyAV's and kvis's own.
+
+    Call it only after :func:`.offscreen.configure_offscreen`, which must
+    run before VTK is imported.
+    """
+    # Run on ranks other than 0 while rank 0 finds the steps. Importing these
+    # took about 0.25 s per rank under -X importtime (2-core machine, mpiexec -n 2).
+    from . import encode, reader, render, surface  # noqa: F401
+
+
 def resolve_field(series: TimeSeries, scene: Scene) -> Scene:
     """Return ``scene`` with ``field`` and ``association`` fixed for every step.
 
@@ -176,10 +197,16 @@ class _FrameMaker:
         self.poster_step = poster_step(len(job.series.steps))
         self.frame_folder = None if job.frames_dir is None else images.FrameFolderWriter(job.frames_dir)
 
-    def make(self, step_index: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Return the yuv420p frame of ``step_index``, written into ``out`` when given."""
+    def make(self, step_index: int) -> np.ndarray:
+        """Return the yuv420p frame of ``step_index``."""
         from . import encode
 
+        rgb = self.render_rgb(step_index)
+        with self.context.clock.measure("convert"):
+            return encode.rgb_to_yuv420p(rgb)
+
+    def render_rgb(self, step_index: int) -> np.ndarray:
+        """Return the RGB frame of ``step_index``, after saving it to the frames folder or poster."""
         check_fault_injection(step_index)
         step = self.job.series.steps[step_index]
         surface = self.cache.pop(step_index)
@@ -194,14 +221,8 @@ class _FrameMaker:
         with clock.measure("readback"):
             rgb = self.renderer.read_pixels()
         self._save_images(step_index, rgb)
-
-        with self.context.clock.measure("convert"):
-            planes = encode.rgb_to_yuv420p(rgb)
         self.context.stats.frames += 1
-        if out is None:
-            return planes
-        out[...] = planes
-        return out
+        return rgb
 
     def _save_images(self, step_index: int, rgb: np.ndarray) -> None:
         if self.frame_folder is not None:
@@ -253,22 +274,28 @@ def _render_on_root(job: RenderJob, context: RankContext, held: dict[int, list[i
     progress.stage("render", total)
     with encode.MovieWriter(job.output, width, height, job.scene.fps, job.scene.crf, job.scene.preset) as writer:
         collector = FrameCollector(context, total, shape, window, writer, progress)
+        # Leaving this block joins the encoder thread before the writer flushes and closes.
+        with EncoderThread(writer, collector.release, context.clock, encode.rgb_to_yuv420p) as encoder:
+            collector.encoder = encoder
 
-        def work_here() -> bool:
-            received = collector.poll()
-            if maker is None:
-                return received
-            step_index = dispatcher.peek(0)
-            if step_index == NO_MORE_STEPS or not collector.can_hold(step_index):
-                return received
-            dispatcher.take(0)
-            frame = collector.buffer()
-            run_step(context, job.series.steps[step_index], lambda: maker.make(step_index, out=frame))
-            collector.store(step_index, frame)
-            collector.encode_ready()
-            return True
+            def work_here() -> bool:
+                received = collector.poll()
+                if maker is None:
+                    return received
+                step_index = dispatcher.peek(0)
+                if step_index == NO_MORE_STEPS or not collector.can_hold(step_index):
+                    return received
+                dispatcher.take(0)
+                rgb: list[np.ndarray] = []
+                run_step(context, job.series.steps[step_index], lambda: rgb.append(maker.render_rgb(step_index)))
+                collector.store(step_index, collector.buffer(), rgb[0])
+                collector.encode_ready()
+                return True
 
-        serve_until_done(server, work_here, lambda: collector.done and server.all_finished, context.clock)
+            serve_until_done(server, work_here, lambda: collector.done and server.all_finished, context.clock)
+            with context.clock.measure("wait"):
+                encoder.finish()
+    progress.advance(total)
 
 
 def render_frames(job: RenderJob, context: RankContext, cache: SurfaceCache, held: dict[int, list[int]],
@@ -278,6 +305,9 @@ def render_frames(job: RenderJob, context: RankContext, cache: SurfaceCache, hel
     maker = None
     if context.rank != 0 or renders_on_root:
         maker = _FrameMaker(job, context, cache, camera, scalar_range)
+    # Everything this rank did so far that no other stage counted: starting
+    # Python and MPI, imports, finding the steps, creating the render window.
+    context.clock.add("setup", max(0.0, process_age_s() - sum(context.clock.seconds.values())))
     try:
         if context.rank == 0:
             _render_on_root(job, context, held, maker, progress)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import resource
 import socket
 import sys
@@ -23,7 +24,12 @@ from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("read", "geometry", "render", "readback", "convert", "send", "encode", "wait")
+_IMPORTED = time.monotonic()
+
+# "setup" is the time from the process's start to its render phase that no
+# other stage counts: interpreter, imports, MPI start-up, finding the steps,
+# and creating the render window.
+STAGES = ("setup", "read", "geometry", "render", "readback", "convert", "send", "encode", "wait")
 PROGRESS_MODES = ("bar", "json", "none")
 
 # Seconds between two progress updates of the same stage; the last update of a
@@ -49,6 +55,22 @@ class StageClock:
     def add(self, stage: str, seconds: float) -> None:
         """Add ``seconds`` to ``stage``; unknown stage names raise ``KeyError``."""
         self.seconds[stage] += seconds
+
+
+def process_age_s() -> float:
+    """Return the seconds since this process started, or since this module was imported.
+
+    Linux gives the start time in ``/proc/self/stat``. Elsewhere, or when it
+    cannot be read, the import of this module is the closest known point.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            # Field 22, counted after the parenthesised command name, which may contain spaces.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, IndexError, ValueError, AttributeError):
+        return time.monotonic() - _IMPORTED
 
 
 def peak_rss_mb() -> float:

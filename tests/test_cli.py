@@ -325,8 +325,8 @@ def test_summary_file(kvis, cavity, tmp_path):
     assert summary["ranks"] == 1
     assert summary["wall_s"] > 0
     assert summary["fps"] == pytest.approx(CAVITY_STEPS / summary["wall_s"], rel=0.01)
-    assert set(summary["stages"]) == {"read", "geometry", "render", "readback", "convert", "send", "encode",
-                                      "wait"}
+    assert set(summary["stages"]) == {"setup", "read", "geometry", "render", "readback", "convert", "send",
+                                      "encode", "wait"}
     assert summary["per_rank"][0]["frames"] == CAVITY_STEPS
     assert summary["per_rank"][0]["peak_rss_mb"] > 0
 

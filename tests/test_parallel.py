@@ -162,6 +162,46 @@ def test_summary_lists_every_rank(kvis, cavity, tmp_path):
     assert [entry["rank"] for entry in summary["per_rank"]] == [0, 1]
     assert all(entry["peak_rss_mb"] > 0 for entry in summary["per_rank"])
     assert summary["frames"] == CAVITY_STEPS
+    assert all(entry["stages"]["setup"] > 0 for entry in summary["per_rank"]), "every rank's start-up is counted"
+
+
+SHARE_SCRIPT = """
+import sys
+from mpi4py import MPI
+from kvis_parallel import failures, parallel
+
+context = parallel.make_context(MPI.COMM_WORLD)
+prepared = []
+
+def prepare():
+    prepared.append(context.rank)
+    if sys.argv[1] == "fail":
+        raise RuntimeError("prepare failed")
+
+try:
+    value = failures.share_from_root(context, lambda: "steps", prepare=prepare)
+except RuntimeError as error:
+    value = str(error)
+print(f"rank {context.rank}: {value} prepared={prepared}", flush=True)
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(("mode", "expected"), [("ok", "steps"), ("fail", "prepare failed")])
+def test_share_from_root_prepares_others(tmp_path, mode, expected):
+    import subprocess
+    import sys
+
+    from conftest import MPIEXEC
+
+    script = tmp_path / "share.py"
+    script.write_text(SHARE_SCRIPT)
+    result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(script), mode],
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert "rank 0: steps prepared=[]" in result.stdout, "rank 0 runs make, not prepare"
+    assert f"rank 1: {expected} prepared=[1]" in result.stdout
 
 
 @pytest.mark.mpi
