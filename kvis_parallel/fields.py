@@ -158,11 +158,16 @@ def finite_range(values: np.ndarray) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class FieldChoice:
-    """The resolved field: name, association ("point" or "cell") and component."""
+    """The resolved field: name, association ("point" or "cell") and component.
+
+    ``components`` is the field's number of components in the parts read,
+    or 1 when no part contains the field.
+    """
 
     name: str
     association: str
     component: str
+    components: int = 1
 
 
 def has_data(dataset: vtkDataSet) -> bool:
@@ -198,7 +203,7 @@ def choose_field(blocks: vtkMultiBlockDataSet, part_names: Sequence[str], scene:
     if arrays and scene.component != "mag" and (components == 1 or _COMPONENT_INDEX[scene.component] >= components):
         raise FieldError(f"field {name!r} has {components} component(s), so it has no {scene.component} "
                          "component; use --component mag" + ("" if components == 1 else " or x, y, z"))
-    return FieldChoice(name, association, scene.component)
+    return FieldChoice(name, association, scene.component, components)
 
 
 def _holds_field(dataset: vtkDataSet, name: str, requested: str) -> bool:

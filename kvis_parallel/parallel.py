@@ -64,6 +64,7 @@ from .prepass import (
     PrepassResult,
     StepLoader,
     SurfaceCache,
+    check_slice_cut,
     colour_range,
     default_cache_bytes,
     report_prepass,
@@ -185,7 +186,7 @@ class _FrameMaker:
     """Load, render, save images of, and convert one step on this rank."""
 
     def __init__(self, job: RenderJob, context: RankContext, cache: SurfaceCache,
-                 camera: object, scalar_range: tuple[float, float]) -> None:
+                 camera: object, scalar_range: tuple[float, float], field_components: int | None = None) -> None:
         from . import images, render
 
         self.images = images
@@ -193,7 +194,8 @@ class _FrameMaker:
         self.context = context
         self.cache = cache
         self.loader = StepLoader(job, context)
-        self.renderer = render.FrameRenderer(job.scene, camera, scalar_range, field_name=job.scene.field)
+        self.renderer = render.FrameRenderer(job.scene, camera, scalar_range, field_name=job.scene.field,
+                                             components=field_components)
         self.poster_step = poster_step(len(job.series.steps))
         self.frame_folder = None if job.frames_dir is None else images.FrameFolderWriter(job.frames_dir)
 
@@ -300,11 +302,15 @@ def _render_on_root(job: RenderJob, context: RankContext, held: dict[int, list[i
 
 def render_frames(job: RenderJob, context: RankContext, cache: SurfaceCache, held: dict[int, list[int]],
                   camera: object, scalar_range: tuple[float, float], renders_on_root: bool,
-                  progress: Progress) -> None:
-    """Render every step on the ranks and encode the movie on rank 0."""
+                  progress: Progress, field_components: int | None = None) -> None:
+    """Render every step on the ranks and encode the movie on rank 0.
+
+    ``field_components`` is the field's number of components, which makes
+    the scalar bar title of a vector's magnitude ``|U|``; None leaves the name.
+    """
     maker = None
     if context.rank != 0 or renders_on_root:
-        maker = _FrameMaker(job, context, cache, camera, scalar_range)
+        maker = _FrameMaker(job, context, cache, camera, scalar_range, field_components)
     # Everything this rank did so far that no other stage counted: starting
     # Python and MPI, imports, finding the steps, creating the render window.
     context.clock.add("setup", max(0.0, process_age_s() - sum(context.clock.seconds.values())))
@@ -366,7 +372,9 @@ def run_render(job: RenderJob, context: RankContext, progress: Progress) -> RunS
     context.stats.cached_steps = len(cache.steps)
     scalar_range, camera = _range_and_camera(job, context, result)
 
-    render_frames(job, context, cache, held, camera, scalar_range, renders_on_root, progress)
+    # Every rank has the same count after the pre-pass's Allreduce, even one that read no step.
+    components = result.field_components or None
+    render_frames(job, context, cache, held, camera, scalar_range, renders_on_root, progress, components)
     return _gather_summary(job, context, time.monotonic() - started, mode)
 
 
@@ -374,6 +382,8 @@ def _range_and_camera(job: RenderJob, context: RankContext, result: PrepassResul
     from . import camera as camera_module
     from .render import plot_aspect
 
+    # Before the per-step warnings: a plane that misses the mesh would give one for every step.
+    check_slice_cut(job, result)
     if context.rank == 0:
         report_prepass(result, job.scene.field)
     scalar_range = colour_range(job, result)

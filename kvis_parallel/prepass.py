@@ -23,6 +23,7 @@ from .dispatch import NO_MORE_STEPS, ControlServer, Dispatcher, RankContext, ass
 from .errors import UserError
 from .failures import run_step
 from .progress import Progress, StageClock
+from .scene import finalise_colour_range, slice_miss_error
 from .series import TimeStep
 
 if TYPE_CHECKING:
@@ -56,12 +57,19 @@ def _available_memory_bytes() -> int:
 
 @dataclass
 class PrepassResult:
-    """Ranges, bounds and problem steps that one rank found in the pre-pass."""
+    """Ranges, bounds and problem steps that one rank found in the pre-pass.
+
+    ``bounds`` covers what is drawn. ``sliced_volume_bounds`` covers the
+    volume parts cut with the ``--slice`` plane, before the cut.
+    ``field_components`` is the field's largest number of components in the
+    steps read, 0 when no step was read.
+    """
 
     low: float = np.inf
     high: float = -np.inf
-    low_positive: float = np.inf
     bounds: np.ndarray = field(default_factory=lambda: np.array([np.inf, -np.inf] * 3))
+    sliced_volume_bounds: np.ndarray = field(default_factory=lambda: np.array([np.inf, -np.inf] * 3))
+    field_components: int = 0
     empty_steps: list[str] = field(default_factory=list)
     nan_steps: list[str] = field(default_factory=list)
 
@@ -80,9 +88,6 @@ class PrepassResult:
             return
         self.low = min(self.low, float(finite.min()))
         self.high = max(self.high, float(finite.max()))
-        positive = finite[finite > 0]
-        if positive.size:
-            self.low_positive = min(self.low_positive, float(positive.min()))
 
 
 class SurfaceCache:
@@ -205,6 +210,8 @@ def run_prepass(job: RenderJob, context: RankContext, cache: SurfaceCache, reads
         surface = loader.load(step_index)
         step = job.series.steps[step_index]
         local.add(step.label, loader.scalars(surface), loader.surface.step_bounds(surface))
+        components = context.surface_loader.last_choice.components
+        local.field_components = max(local.field_components, components)
         cache.offer(step_index, surface)
 
     def handle(step_index: int) -> None:
@@ -216,6 +223,7 @@ def run_prepass(job: RenderJob, context: RankContext, cache: SurfaceCache, reads
         for step_index in assigned_steps(context):
             handle(step_index)
 
+    local.sliced_volume_bounds = context.surface_loader.sliced_volume_bounds.copy()
     combined = _combine_prepass(context, local)
     cached = context.world.gather(cache.steps, root=0)
     held = {rank: steps_of_rank for rank, steps_of_rank in enumerate(cached or []) if steps_of_rank}
@@ -245,14 +253,19 @@ def _prepass_on_root(context: RankContext, dispatcher: Dispatcher, handle: Calla
 
 
 def _combine_prepass(context: RankContext, local: PrepassResult) -> PrepassResult:
-    mins = np.array([local.low, -local.high, local.low_positive,
-                     *local.bounds[0::2], *(-local.bounds[1::2])], dtype=np.float64)
+    mins = np.array([local.low, -local.high,
+                     *local.bounds[0::2], *(-local.bounds[1::2]),
+                     *local.sliced_volume_bounds[0::2], *(-local.sliced_volume_bounds[1::2]),
+                     -local.field_components], dtype=np.float64)
     context.world.Allreduce(MPI.IN_PLACE, [mins, MPI.DOUBLE], op=MPI.MIN)
 
     labels = context.world.gather((local.empty_steps, local.nan_steps), root=0)
-    combined = PrepassResult(low=mins[0], high=-mins[1], low_positive=mins[2])
-    combined.bounds[0::2] = mins[3:6]
-    combined.bounds[1::2] = -mins[6:9]
+    combined = PrepassResult(low=mins[0], high=-mins[1])
+    combined.bounds[0::2] = mins[2:5]
+    combined.bounds[1::2] = -mins[5:8]
+    combined.sliced_volume_bounds[0::2] = mins[8:11]
+    combined.sliced_volume_bounds[1::2] = -mins[11:14]
+    combined.field_components = int(-mins[14])
     if labels is not None:
         for empty, nan in labels:
             combined.empty_steps.extend(empty)
@@ -260,13 +273,37 @@ def _combine_prepass(context: RankContext, local: PrepassResult) -> PrepassResul
     return combined
 
 
-def colour_range(job: RenderJob, result: PrepassResult) -> tuple[float, float]:
-    """Return the colour range: ``--range`` or the finite extremes over all steps.
+def check_slice_cut(job: RenderJob, result: PrepassResult) -> None:
+    """Raise when the ``--slice`` plane cut nothing in any step of the pre-pass.
+
+    Call it on every rank with the combined result: every rank then raises
+    the same error, and rank 0 reports it once.
 
     Raises
     ------
     UserError
-        If no step has a finite value, or ``--log`` is set and none is positive.
+        Naming the plane and, when a volume part was read, the mesh's extent.
+    """
+    plane = job.scene.slice
+    if plane is None or np.isfinite(result.bounds).all():
+        return
+    # NOTE: with --range the pre-pass reads only the first and last steps, so
+    # a plane that cuts the mesh only in steps between them is rejected too.
+    mesh = result.sliced_volume_bounds
+    mesh_bounds = tuple(float(value) for value in mesh) if np.isfinite(mesh).all() else None
+    raise slice_miss_error(plane, mesh_bounds)
+
+
+def colour_range(job: RenderJob, result: PrepassResult) -> tuple[float, float]:
+    """Return the colour range: ``--range`` or the finite extremes over all steps.
+
+    A constant field gets a range around its value (see :func:`.scene.finalise_colour_range`).
+
+    Raises
+    ------
+    UserError
+        If no step has a finite value, or ``--log`` is set without ``--range``
+        and the minimum is zero or below.
     """
     scene = job.scene
     if scene.range is not None:
@@ -274,12 +311,7 @@ def colour_range(job: RenderJob, result: PrepassResult) -> tuple[float, float]:
     if not np.isfinite(result.low):
         raise UserError(f"field {scene.field!r} has no finite value in any time step; "
                         "give the colour range with --range MIN,MAX")
-    if not scene.log:
-        return float(result.low), float(result.high)
-    if not np.isfinite(result.low_positive):
-        raise UserError(f"--log needs values above zero but field {scene.field!r} has none; "
-                        "drop --log or give a positive --range MIN,MAX")
-    return float(result.low_positive), float(result.high)
+    return finalise_colour_range(scene, float(result.low), float(result.high))
 
 
 def report_prepass(result: PrepassResult, field_name: str | None) -> None:

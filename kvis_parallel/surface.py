@@ -25,6 +25,7 @@ from vtkmodules.vtkCommonDataModel import (
     vtkImageData,
     vtkMultiBlockDataSet,
     vtkPlane,
+    vtkPointSet,
     vtkPolyData,
     vtkRectilinearGrid,
     vtkStructuredGrid,
@@ -126,7 +127,8 @@ class _PlaneCut:
 
     ``subset`` shares no arrays with the step it came from; ``point_ids`` and
     ``cell_ids`` map its points and cells back to the volume. ``subset`` is
-    None when the volume is not an unstructured grid, which is then cut whole.
+    None when the volume is cut whole: it is not an unstructured grid, or the
+    plane crosses every cell (as a mid-plane slice of a one-cell-thick 2-D case does).
     """
 
     mesh: vtkDataSet
@@ -161,7 +163,30 @@ def _crossed_cells(grid: vtkUnstructuredGrid, plane_values: tuple[float, ...]) -
     return np.flatnonzero((lowest <= 0) & (highest >= 0))
 
 
+def _plane_facing_mesh(dataset: vtkDataSet, plane_values: tuple[float, ...]) -> tuple[float, ...]:
+    """Return the plane, with its normal reversed when no point of ``dataset`` lies below it.
+
+    vtkCutter (VTK 9.7.2) counts a point on the plane as above it, so a plane on
+    a face of the mesh boundary with the whole mesh above it cuts nothing. The
+    bottom face of a one-cell-thick 2-D case is such a face. Reversing the
+    normal puts the mesh below the plane, and the cut is that face.
+    """
+    if dataset.GetNumberOfPoints() == 0:
+        return plane_values
+    if isinstance(dataset, vtkPointSet):
+        points = vtk_to_numpy(dataset.GetPoints().GetData())
+    else:
+        # Image and rectilinear data have no point array; their corners bound every point.
+        bounds = dataset.GetBounds()
+        points = np.array([(x, y, z) for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]])
+    distance = (points - np.asarray(plane_values[:3], dtype=np.float64)) @ np.asarray(plane_values[3:])
+    if distance.min() != 0:
+        return plane_values
+    return (*plane_values[:3], *(-component for component in plane_values[3:]))
+
+
 def _plane_cut(dataset: vtkDataSet, plane_values: tuple[float, ...]) -> _PlaneCut:
+    plane_values = _plane_facing_mesh(dataset, plane_values)
     if not isinstance(dataset, vtkUnstructuredGrid) or dataset.GetNumberOfCells() == 0:
         return _PlaneCut(_bare_copy(dataset), plane_values, None, None, None)
 
@@ -169,6 +194,11 @@ def _plane_cut(dataset: vtkDataSet, plane_values: tuple[float, ...]) -> _PlaneCu
     if crossed.size == 0:
         nothing = np.zeros(0, dtype=np.int64)
         return _PlaneCut(_bare_copy(dataset), plane_values, vtkUnstructuredGrid(), nothing, nothing)
+    if crossed.size == dataset.GetNumberOfCells():
+        # vtkExtractCells (VTK 9.7.2) passes its input through without
+        # vtkOriginalCellIds when every cell is selected, and a subset of
+        # every cell would only be a copy.
+        return _PlaneCut(_bare_copy(dataset), plane_values, None, None, None)
 
     bare = _bare_copy(dataset)
     point_ids = numpy_to_vtk(np.arange(dataset.GetNumberOfPoints(), dtype=np.int64), deep=True,
@@ -312,12 +342,24 @@ class SurfaceLoader:
         unchanged from the previous step; False extracts it every time.
     pool
         Readers to reuse; a new pool for this loader when None.
+
+    Attributes
+    ----------
+    sliced_volume_bounds
+        ``[xmin, xmax, ymin, ymax, zmin, zmax]`` over every volume part that
+        this loader cut with a slice plane, so an error for a plane that cuts
+        nothing can name the mesh's extent. It is ``[inf, -inf] * 3`` before
+        the first such part.
+    last_choice
+        The field chosen for the last step loaded, or None before the first.
     """
 
     def __init__(self, cache: bool = True, pool: ReaderPool | None = None) -> None:
         self.cache = cache
         self.hits = 0
         self.misses = 0
+        self.sliced_volume_bounds = np.array([np.inf, -np.inf] * 3)
+        self.last_choice: FieldChoice | None = None
         self.pool = ReaderPool() if pool is None else pool
         self._geometry: dict[tuple, _PartSurface | _PlaneCut] = {}
         # Log messages already given, so repeats over many steps stay quiet.
@@ -333,6 +375,7 @@ class SurfaceLoader:
             raise ValueError(f"missing_field must be 'error' or 'nan', not {missing_field!r}")
         blocks = self.read_parts(step, scene.parts)
         choice = choose_field(blocks, scene.parts, scene, missing_field)
+        self.last_choice = choice
         if scene.field is None and ("field", choice.name) not in self._announced:
             self._announced.add(("field", choice.name))
             logger.info("no field given; colouring by %r (choose another with --field)", choice.name)
@@ -342,6 +385,7 @@ class SurfaceLoader:
             dataset = blocks.GetBlock(index)
             values = self._field_values(step, name, dataset, choice)
             if scene.slice is not None and not isinstance(dataset, vtkPolyData):
+                self._add_sliced_volume(dataset)
                 cut = self._cached(("slice", name, scene.slice), dataset,
                                    lambda: _plane_cut(dataset, scene.slice))
                 pieces.append(_cut_with_field(cut, dataset, choice, values))
@@ -349,6 +393,13 @@ class SurfaceLoader:
                 surface = self._cached(("surface", name), dataset, lambda: _extract_surface(dataset))
                 pieces.append(_surface_with_field(surface, choice, values))
         return _append(pieces)
+
+    def _add_sliced_volume(self, dataset: vtkDataSet) -> None:
+        if dataset.GetNumberOfPoints() == 0:
+            return
+        bounds = np.array(dataset.GetBounds())
+        self.sliced_volume_bounds[0::2] = np.minimum(self.sliced_volume_bounds[0::2], bounds[0::2])
+        self.sliced_volume_bounds[1::2] = np.maximum(self.sliced_volume_bounds[1::2], bounds[1::2])
 
     def _field_values(self, step: TimeStep, part: str, dataset: vtkDataSet,
                       choice: FieldChoice) -> np.ndarray | None:

@@ -590,11 +590,33 @@ def test_tiny_sizes_render(kvis, cavity, tmp_path, movie_frames, size):
     assert len(movie_frames(tmp_path / "m.mp4").frames) == CAVITY_STEPS
 
 
-@pytest.mark.xfail(strict=True, reason="prepass.colour_range must call scene.finalise_colour_range")
 def test_log_with_negative_values_rejected(kvis, cavity, tmp_path):
     result = kvis(render_args(cavity, tmp_path / "m.mp4", "--field", "p", "--log"))
 
     assert_user_error(result, "'p'", "--range MIN,MAX", "MIN > 0")
+
+
+@pytest.mark.parametrize(("sample", "plane"), [
+    ("cavity", "0.05,0.05,0.005,0,0,1"),
+    ("dam_break", "0.3,0.3,0.0073,0,0,1"),
+])
+def test_mid_plane_slice_of_2d_case(kvis, request, tmp_path, movie_frames, sample, plane):
+    data = request.getfixturevalue(sample)
+    result = kvis(render_args(data, tmp_path / "m.mp4", "--slice", plane))
+
+    assert result.returncode == 0, result.stderr
+    assert "has no geometry" not in result.stderr
+    expected = CAVITY_STEPS if sample == "cavity" else DAM_BREAK_STEPS
+    assert len(movie_frames(tmp_path / "m.mp4").frames) == expected
+
+
+def test_slice_missing_mesh_rejected(kvis, cavity, tmp_path):
+    result = kvis(render_args(cavity, tmp_path / "m.mp4", "--slice", "0.05,0.05,0.5,0,0,1"))
+
+    assert_user_error(result, "--slice plane through (0.05, 0.05, 0.5)", "z from 0 to 0.01")
+    assert "no finite value" not in result.stderr
+    assert "has no geometry" not in result.stderr
+    assert not (tmp_path / "m.mp4").exists()
 
 
 def test_flat_patch_drawn_face_on(kvis, cavity, tmp_path):

@@ -12,6 +12,7 @@ from vtkmodules.vtkCommonDataModel import vtkPolyData
 from kvis_parallel.fields import (
     SCALARS_NAME,
     FieldInfo,
+    choose_field,
     default_field,
     finite_range,
     is_id_array,
@@ -19,7 +20,26 @@ from kvis_parallel.fields import (
     scalar_range,
 )
 from kvis_parallel.reader import read_parts
+from kvis_parallel.scene import Scene
 from kvis_parallel.series import TimeStep
+
+
+# --- Choosing the field ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "association", "components"), [
+    ("U", "point", 3), ("U", "cell", 3), ("p", "point", 1), ("T", "cell", 1),
+])
+def test_choose_field_counts_components(step: TimeStep, field: str, association: str, components: int) -> None:
+    choice = choose_field(read_parts(step, ["internal"]), ["internal"], Scene(field=field, association=association))
+
+    assert choice.components == components
+
+
+def test_choose_field_missing_as_nan_has_one_component(step: TimeStep) -> None:
+    choice = choose_field(read_parts(step, ["internal"]), ["internal"], Scene(field="k"), missing_field="nan")
+
+    assert choice.components == 1
 
 
 # --- Listing fields -------------------------------------------------------------------------

@@ -101,6 +101,35 @@ def test_render_and_readback_timed_apart(synthetic_series, tmp_path, monkeypatch
     assert stages["readback"] > 0
 
 
+@pytest.mark.parametrize(("options", "title"), [
+    ({"field": "U"}, "|U|"),
+    ({"field": "U", "range": (0.0, 2.0)}, "|U|"),
+    ({"field": "U", "component": "x"}, "U_x"),
+    ({"field": "p"}, "p"),
+], ids=["magnitude", "magnitude-with-range", "component", "scalar"])
+def test_scalar_bar_title_marks_magnitude(synthetic_series, tmp_path, monkeypatch, options, title):
+    from mpi4py import MPI
+
+    from kvis_parallel import render
+    from kvis_parallel.progress import Progress
+    from kvis_parallel.series import discover_series
+
+    titles = []
+    close = render.FrameRenderer.close
+
+    def record_title_and_close(self):
+        titles.append(self.scalar_bar.GetTitle())
+        close(self)
+
+    monkeypatch.setattr(render.FrameRenderer, "close", record_title_and_close)
+    series = discover_series(synthetic_series(steps=3))
+    scene = parallel.resolve_field(series, Scene(size=(160, 120), **options))
+    job = parallel.RenderJob(series=series, scene=scene, output=tmp_path / "m.mp4")
+    parallel.run_render(job, parallel.make_context(MPI.COMM_SELF), Progress())
+
+    assert titles == [title]
+
+
 # --- Under mpiexec ----------------------------------------------------------------------------
 
 
@@ -287,6 +316,29 @@ def test_unknown_field_under_mpi(kvis, cavity, tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("kvis: error:") == 1
     assert "fields that exist" in last_line(result.stderr)
+
+
+@pytest.mark.mpi
+def test_log_with_negative_values_under_mpi(kvis, cavity, tmp_path):
+    result = render(kvis, cavity, tmp_path / "m.mp4", 2, "--field", "p", "--log")
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("kvis: error:") == 1
+    line = last_line(result.stderr)
+    assert "--log needs values above zero" in line
+    assert "--range MIN,MAX" in line
+
+
+@pytest.mark.mpi
+def test_slice_missing_mesh_under_mpi(kvis, cavity, tmp_path):
+    result = render(kvis, cavity, tmp_path / "m.mp4", 2, "--slice", "0.05,0.05,0.5,0,0,1")
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("kvis: error:") == 1
+    line = last_line(result.stderr)
+    assert "--slice plane through (0.05, 0.05, 0.5)" in line
+    assert "z from 0 to 0.01" in line
+    assert not (tmp_path / "m.mp4").exists()
 
 
 @pytest.mark.mpi

@@ -9,7 +9,7 @@ import pytest
 
 from kvis_parallel import parallel
 from kvis_parallel.errors import UserError
-from kvis_parallel.prepass import PrepassResult, StepLoader, SurfaceCache, colour_range
+from kvis_parallel.prepass import PrepassResult, StepLoader, SurfaceCache, check_slice_cut, colour_range
 from kvis_parallel.scene import Scene
 
 
@@ -67,11 +67,20 @@ def job_with(scene: Scene) -> parallel.RenderJob:
 
 
 def test_colour_range_from_data():
-    result = PrepassResult(low=-1.0, high=4.0, low_positive=0.5)
+    result = PrepassResult(low=-1.0, high=4.0)
 
     assert colour_range(job_with(Scene(field="p")), result) == (-1.0, 4.0)
-    assert colour_range(job_with(Scene(field="p", log=True)), result) == (0.5, 4.0)
+    assert colour_range(job_with(Scene(field="p", log=True)), PrepassResult(low=0.5, high=4.0)) == (0.5, 4.0)
     assert colour_range(job_with(Scene(field="p", range=(0.0, 1.0))), result) == (0.0, 1.0)
+    assert colour_range(job_with(Scene(field="p", log=True, range=(0.1, 1.0))), result) == (0.1, 1.0)
+
+
+def test_colour_range_widens_constant_field():
+    result = PrepassResult(low=2.0, high=2.0)
+
+    low, high = colour_range(job_with(Scene(field="p")), result)
+
+    assert low < 2.0 < high
 
 
 @pytest.mark.parametrize(("scene", "message"), [
@@ -83,11 +92,37 @@ def test_colour_range_without_values(scene, message):
         colour_range(job_with(scene), PrepassResult())
 
 
-def test_colour_range_log_without_positive_values():
-    result = PrepassResult(low=-3.0, high=0.0)
+@pytest.mark.parametrize(("low", "high"), [(-3.0, 0.0), (-4.37, 4.85), (0.0, 1.0)])
+def test_colour_range_log_rejects_minimum_not_positive(low, high):
+    result = PrepassResult(low=low, high=high)
 
-    with pytest.raises(UserError, match="--log"):
+    with pytest.raises(UserError, match="--log") as raised:
         colour_range(job_with(Scene(field="p", log=True)), result)
+
+    message = str(raised.value)
+    assert "'p'" in message
+    assert f"{low:.6g}" in message
+    assert "--range MIN,MAX" in message
+
+
+def test_check_slice_cut_names_plane_and_mesh():
+    result = PrepassResult()
+    result.sliced_volume_bounds = np.array([0.0, 0.1, 0.0, 0.1, 0.0, 0.01])
+    job = job_with(Scene(field="p", slice=(0.05, 0.05, 0.5, 0, 0, 1)))
+
+    with pytest.raises(UserError, match="misses the mesh") as raised:
+        check_slice_cut(job, result)
+
+    assert "(0.05, 0.05, 0.5)" in str(raised.value)
+    assert "z from 0 to 0.01" in str(raised.value)
+
+
+def test_check_slice_cut_passes_drawn_slice():
+    result = PrepassResult()
+    result.add("a", np.array([1.0]), (0, 1, 0, 1, 0.5, 0.5))
+
+    check_slice_cut(job_with(Scene(field="p", slice=(0.5, 0.5, 0.5, 0, 0, 1))), result)
+    check_slice_cut(job_with(Scene(field="p")), PrepassResult())
 
 
 # --- Reading steps --------------------------------------------------------------------------

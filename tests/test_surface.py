@@ -225,10 +225,73 @@ def test_slice_outside_mesh_is_empty(step: TimeStep) -> None:
     assert scalar_range(surface) is None
 
 
+def test_slice_records_volume_bounds(step: TimeStep) -> None:
+    loader = SurfaceLoader()
+
+    loader.load(step, Scene(field="p", slice=(5.0, 0, 0, 1, 0, 0)))
+
+    np.testing.assert_allclose(loader.sliced_volume_bounds, [0, 2.0, 0, 1.5, 0, 1.0])
+
+
 def test_slice_leaves_patches_whole(step: TimeStep) -> None:
     surface = SurfaceLoader().load(step, Scene(field="p", parts=("movingWall",), slice=(1.25, 0, 0, 1, 0, 0)))
 
     assert surface.GetNumberOfCells() == 8
+
+
+def one_cell_thick_step(folder: Path) -> TimeStep:
+    """Write a step on a 4 x 3 x 1 mesh, 0.5 thick in z, like a 2-D OpenFOAM case."""
+    return write_step(folder, 0, 0.5, mesh=synthetic.block_mesh(4, 3, 1, lengths=(2.0, 1.5, 0.5)))
+
+
+@pytest.mark.parametrize("association", ["point", "cell"])
+def test_slice_through_every_cell(tmp_path: Path, association: str) -> None:
+    step = one_cell_thick_step(tmp_path)
+
+    surface = SurfaceLoader().load(step, Scene(field="p", association=association,
+                                               slice=(1.0, 1.0, 0.25, 0, 0, 1)))
+
+    # Each of the 4 x 3 cells is cut into one quad of two triangles.
+    assert surface.GetNumberOfCells() == 2 * 4 * 3
+    np.testing.assert_allclose(points_of(surface)[:, 2], 0.25)
+    actual_association, values = scalars(surface)
+    assert actual_association == association
+    assert np.isfinite(values).all()
+    if association == "point":
+        np.testing.assert_allclose(values, pressure(points_of(surface), 0.5), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("thickness", "plane", "cells"), [
+    ("flat", (1.0, 1.0, 0.0, 0, 0, 1), 2 * 4 * 3),
+    ("flat", (1.0, 1.0, 0.5, 0, 0, 1), 2 * 4 * 3),
+    ("flat", (1.0, 1.0, 0.5, 0, 0, -1), 2 * 4 * 3),
+    ("block", (1.0, 0.0, 0.0, 1, 0, 0), 2 * 3 * 2),
+    ("block", (0.0, 0.0, 0.0, 1, 0, 0), 2 * 3 * 2),
+    ("block", (2.0, 0.0, 0.0, -1, 0, 0), 2 * 3 * 2),
+], ids=["flat-bottom", "flat-top", "flat-top-reversed", "block-inner", "block-min-x", "block-max-x-reversed"])
+def test_slice_on_cell_face(tmp_path: Path, thickness: str, plane: tuple[float, ...], cells: int) -> None:
+    step = one_cell_thick_step(tmp_path) if thickness == "flat" else write_step(tmp_path, 0, 0.5)
+
+    surface = SurfaceLoader().load(step, Scene(field="p", slice=plane))
+
+    # The cut is the face once, not once per cell that shares it.
+    assert surface.GetNumberOfCells() == cells
+    points = points_of(surface)
+    normal = np.array(plane[3:], dtype=np.float64)
+    np.testing.assert_allclose((points - np.array(plane[:3])) @ normal, 0.0, atol=1e-6)
+    np.testing.assert_allclose(scalars(surface)[1], pressure(points, 0.5), rtol=1e-5)
+
+
+def test_slice_through_every_cell_cached(tmp_path: Path) -> None:
+    mesh = synthetic.block_mesh(4, 3, 1, lengths=(2.0, 1.5, 0.5))
+    steps = series_steps(tmp_path, [mesh, mesh])
+    loader = SurfaceLoader()
+    scene = Scene(field="p", slice=(1.0, 1.0, 0.25, 0, 0, 1))
+
+    surfaces = [loader.load(step, scene) for step in steps]
+
+    assert loader.hits == 1
+    np.testing.assert_allclose(scalars(surfaces[1])[1], pressure(points_of(surfaces[1]), 0.1), rtol=1e-5)
 
 
 # --- Cache -----------------------------------------------------------------------------------------
@@ -340,6 +403,28 @@ def test_dam_break_sample() -> None:
     assert all(low == pytest.approx(0.0, abs=1e-5) and high == pytest.approx(1.0) for low, high in ranges)
     assert sliced.GetNumberOfCells() > 0
     assert loader.hits >= len(series.steps) - 1
+
+
+@pytest.mark.parametrize(("folder", "field", "plane"), [
+    (CAVITY, "p", (0.05, 0.05, 0.005, 0, 0, 1)),
+    (CAVITY, "U", (0.05, 0.05, 0.0, 0, 0, 1)),
+    (DAM_BREAK, "alpha.water", (0.3, 0.3, 0.0073, 0, 0, 1)),
+], ids=["cavity-mid", "cavity-face", "dam-break-mid"])
+def test_sample_z_slice(folder: Path, field: str, plane: tuple[float, ...]) -> None:
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not generated")
+    series = discover_series(folder)
+    loader = SurfaceLoader()
+
+    for step in series.steps:
+        surface = loader.load(step, Scene(field=field, slice=plane), missing_field="nan")
+        bounds = step_bounds(surface)
+        assert bounds is not None
+        assert bounds[4] == pytest.approx(plane[2], abs=1e-6)
+        assert bounds[5] == pytest.approx(plane[2], abs=1e-6)
+
+    assert scalar_range(surface) is not None
+    assert loader.hits == len(series.steps) - 1
 
 
 def test_resolve_field(step: TimeStep) -> None:
