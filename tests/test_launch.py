@@ -451,6 +451,31 @@ def test_upload_4xx_fails_fast_and_mails_reason(stand_in, tmp_path, mail_recorde
 
 
 @pytest.mark.server
+def test_upload_401_names_token_option(stand_in, tmp_path):
+    stand_in.upload_status = (401, "missing or wrong token: send the header 'Authorization: Bearer <token>'")
+    stand_in.start()
+    result = run_upload("--server", stand_in.url, "-o", str(tmp_path / "movie.mp4"), str(CAVITY_VTK))
+
+    assert result.returncode == 2
+    assert "kvis-upload: error:" in result.stderr
+    assert "give the token with --token or KVIS_TOKEN" in result.stderr
+    assert "Authorization: Bearer" not in result.stderr
+
+
+@pytest.mark.server
+def test_upload_missing_mail_command_is_error(stand_in, tmp_path):
+    stand_in.start()
+    output = tmp_path / "movie.mp4"
+    result = run_upload("--server", stand_in.url, "-o", str(output), "--mail", "user@example.org",
+                        "--mail-command", "no-such-mailer-kvis -s {subject} {address}", str(CAVITY_VTK))
+
+    assert result.returncode == 1
+    assert "'no-such-mailer-kvis' not found" in result.stderr
+    assert "kvis-upload: error: the movie is saved as" in result.stderr
+    assert output.exists()
+
+
+@pytest.mark.server
 def test_upload_resumes_broken_download(stand_in, tmp_path):
     stand_in.break_download = True
     stand_in.start()

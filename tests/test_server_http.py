@@ -373,12 +373,13 @@ def test_unknown_field_lists_fields(server: ServerProcess, archive: Path, tmp_pa
     assert "nope" in reason
     assert "p (" in reason
     assert "U (" in reason
+    assert "--field" not in reason
     assert str(server.state_dir) not in reason
     assert "x-kvis-job" in headers
 
 
 @pytest.mark.parametrize("query, words", [
-    ("size=abc", "--size"),
+    ("size=abc", "invalid option size:"),
     ("colormap=rainbowish", "colormap"),
     ("fps=0", "fps"),
     ("range=5,1", "range"),
@@ -399,7 +400,10 @@ def test_json_errors_when_accepted(server: ServerProcess, tmp_path: Path) -> Non
                                            headers={"Accept": "application/json"})
     assert status == 400
     assert headers["Content-Type"] == "application/json"
-    assert "--size" in json.loads(body)["error"]
+    error = json.loads(body)["error"]
+    assert "invalid option size:" in error
+    assert "--size" not in error
+    assert "kvis render --help" not in error
 
 
 @pytest.mark.parametrize("curl_options", [[], ["-H", "Expect:"], ["-H", "Transfer-Encoding: chunked"]],
@@ -600,7 +604,14 @@ def test_movie_range_requests(server: ServerProcess, archive: Path) -> None:
     assert status == 206
     assert headers["Content-Range"] == f"bytes 0-99/{size}"
     assert len(body) == 100
-    assert server.request("GET", movie_url, headers={"Range": f"bytes={size + 10}-"})[0] == 416
+    status, _, body = server.request("GET", movie_url, headers={"Range": f"bytes={size + 10}-"})
+    assert status == 416
+    assert body.decode() == f"requested range not satisfiable: movie.mp4 has {size} bytes; " \
+                            f"ask for a range within bytes=0-{size - 1}\n"
+    status, _, body = server.request("GET", movie_url, headers={"Range": f"bytes={size + 10}-",
+                                                                "Accept": "application/json"})
+    assert status == 416
+    assert json.loads(body)["status"] == 416
     status, headers, _ = server.request("GET", record["poster"])
     assert status == 200
     assert headers["Content-Type"] == "image/jpeg"
@@ -687,10 +698,14 @@ def test_delete_cancels_running_job(start_server, archive: Path) -> None:
     server = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "1")
     accepted = server.json("POST", "/jobs", body=archive.read_bytes())[1]
     server.wait_for_job(accepted["id"], ("running",))
-    status, record = server.json("DELETE", f"/jobs/{accepted['id']}")
+    status, headers, body = server.request("DELETE", f"/jobs/{accepted['id']}")
+    record = json.loads(body)
     assert status == 200
+    assert headers["X-Kvis-Job"] == accepted["id"]
     assert record["status"] == "cancelled"
     assert record["error_kind"] is None
+    assert record["error"] == f"cancelled by DELETE /jobs/{accepted['id']}"
+    assert record["stage"] != "error"
     assert server.wait_for_job(accepted["id"], ("cancelled",), timeout=30)["status"] == "cancelled"
     assert wait_until_gone(accepted["id"]) == []
     assert not (server.state_dir / "jobs" / accepted["id"] / "input").exists()
@@ -699,6 +714,145 @@ def test_delete_cancels_running_job(start_server, archive: Path) -> None:
     assert (status, record["status"]) == (200, "deleted")
     assert not (server.state_dir / "jobs" / accepted["id"]).exists()
     assert server.json("DELETE", f"/jobs/{accepted['id']}")[0] == 404
+
+
+def test_second_server_on_state_dir_exits(start_server, archive: Path) -> None:
+    first = start_server("--launcher", SLEEP_LAUNCHER, "--ranks", "1")
+    accepted = first.json("POST", "/jobs", body=archive.read_bytes())[1]
+    first.wait_for_job(accepted["id"], ("running",))
+
+    second = subprocess.run(
+        [PYTHON, str(REPO / "tornado_app.py"), "--port", "0", "--address", "127.0.0.1",
+         "--state-dir", str(first.state_dir)],
+        capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert second.returncode == 2, second.stderr
+    assert f"state folder {first.state_dir} is in use by another kvis server (PID {first.pid})" in second.stderr
+    assert "give each server its own --state-dir" in second.stderr
+
+    record = first.json("GET", f"/jobs/{accepted['id']}")[1]
+    assert record["status"] == "running"
+    assert processes_mentioning(accepted["id"]) != []
+
+
+def test_job_killed_by_signal_not_bug(start_server, archive: Path) -> None:
+    server = start_server("--launcher", "sh -c 'kill -KILL $$'")
+    accepted = server.json("POST", "/jobs", body=archive.read_bytes())[1]
+    record = server.wait_for_job(accepted["id"], ("failed",), timeout=60)
+    assert "renderer killed by signal 9 (SIGKILL)" in record["error"]
+    assert record["error_kind"] is None
+
+
+def test_bogus_launcher_reason_names_error(start_server, archive: Path) -> None:
+    server = start_server("--launcher", "mpiexec --no-such-option -n {ranks}")
+    accepted = server.json("POST", "/jobs", body=archive.read_bytes())[1]
+    record = server.wait_for_job(accepted["id"], ("failed",), timeout=60)
+    assert "launcher command exited with status" in record["error"]
+    assert "unrecognized argument" in record["error"]
+    assert "-----" not in record["error"]
+    assert "--help" not in record["error"]
+
+
+def test_job_header_on_job_responses(server: ServerProcess, archive: Path) -> None:
+    status, headers, body = server.request("POST", f"/jobs?{SMALL}", body=archive.read_bytes())
+    job_id = json.loads(body)["id"]
+    assert status == 202
+    assert headers["X-Kvis-Job"] == job_id
+    record = server.wait_for_job(job_id, ("done",))
+
+    for path in (f"/jobs/{job_id}", record["movie"], record["poster"]):
+        status, headers, _ = server.request("GET", path)
+        assert status == 200, path
+        assert headers.get("X-Kvis-Job") == job_id, path
+
+
+def two_case_archive(path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(SAMPLE, arcname="a/VTK")
+        tar.add(SAMPLE, arcname="b/VTK")
+    return path
+
+
+def archive_without_steps(path: Path) -> Path:
+    data = b"no VTK files here\n"
+    member = tarfile.TarInfo("case/readme.txt")
+    member.size = len(data)
+    with tarfile.open(path, "w:gz") as tar:
+        tar.addfile(member, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("endpoint", ["/jobs", "/uploads", "/files"])
+def test_archive_errors_name_archive_paths(server: ServerProcess, tmp_path: Path, endpoint: str) -> None:
+    cases = {
+        "two cases": (two_case_archive(tmp_path / "two.tar.gz"), ["a/VTK, b/VTK", "put only one of them"]),
+        "no steps": (archive_without_steps(tmp_path / "none.tar.gz"), ["no time steps found under the archive"]),
+    }
+    for name, (path, words) in cases.items():
+        status, reply = server.json("POST", endpoint, body=path.read_bytes(),
+                                    headers={"Accept": "application/json"})
+        assert status == 400, (name, reply)
+        for word in words:
+            assert word in reply["error"], (name, reply)
+        assert str(server.state_dir) not in reply["error"], (name, reply)
+        assert "INPUT" not in reply["error"], (name, reply)
+
+
+@pytest.mark.parametrize("endpoint, words", [
+    ("/uploads", ["the request body is empty; send the archive with curl -F file=@VTK.tar.gz or --data-binary"]),
+    ("/jobs", ["the request body is empty", "upload=<id>"]),
+    ("/files", ["the request body is empty", "upload=<id>"]),
+])
+def test_empty_body_explained(server: ServerProcess, endpoint: str, words: list[str]) -> None:
+    status, reply = server.json("POST", endpoint, body=b"", headers={"Accept": "application/json"})
+    assert status == 400, reply
+    for word in words:
+        assert word in reply["error"]
+
+
+def test_wrong_form_field_named(server: ServerProcess, archive: Path, tmp_path: Path) -> None:
+    reply = tmp_path / "reply"
+    status, _ = curl_status(f"{server.url}/jobs", reply, "-F", f"other=@{archive}")
+    assert status == 400
+    assert "missing form field 'file' (got 'other')" in reply.read_text()
+
+
+def test_method_not_allowed_has_allow(server: ServerProcess) -> None:
+    for path, allowed in (("/files", "POST"), ("/healthz", "GET"), ("/uploads", "POST")):
+        status, headers, body = server.request("PUT", path, body=b"x")
+        assert status == 405, path
+        assert headers["Allow"] == allowed, path
+        assert body.decode().count("\n") == 1, body
+        assert f"use {allowed}" in body.decode(), body
+
+
+def test_view_plus_as_space_hint(server: ServerProcess) -> None:
+    status, reply = server.json("POST", "/jobs?view=+z", headers={"Accept": "application/json"})
+    assert status == 400
+    assert "URL-encode + as %2B (view=%2Bz)" in reply["error"]
+
+
+def test_uploads_reject_render_options(server: ServerProcess, archive: Path, tmp_path: Path) -> None:
+    status, reply = server.json("POST", "/uploads?field=nope", body=archive.read_bytes(),
+                                headers={"Accept": "application/json"})
+    assert status == 400
+    assert "render options go with POST /jobs?upload=<id>" in reply["error"]
+    assert "field=nope" in reply["error"]
+
+    form_reply = tmp_path / "reply"
+    status, _ = curl_status(f"{server.url}/uploads", form_reply, "-F", "field=p", "-F", f"file=@{archive}")
+    assert status == 400
+    assert "render options go with POST /jobs?upload=<id>" in form_reply.read_text()
+    assert list((server.state_dir / "uploads").iterdir()) == []
+
+
+def test_upload_component_checks_default_field(server: ServerProcess, archive: Path) -> None:
+    status, upload = server.json("POST", "/uploads", body=archive.read_bytes())
+    assert status == 201, upload
+    status, reply = server.json("POST", f"/jobs?upload={upload['id']}&component=x",
+                                headers={"Accept": "application/json"})
+    assert status == 400, reply
+    assert "the default field 'p'" in reply["error"]
+    assert list((server.state_dir / "jobs").iterdir()) == []
 
 
 def test_queue_full_answers_503(start_server, archive: Path) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
 
 from kvis_parallel.errors import UserError
-from kvis_parallel.server.jobs import Job, StateStore, write_json_atomically
-from kvis_parallel.server.launcher import RunResult, build_command, error_message, render_arguments, strip_rank_zero
+from kvis_parallel.server.jobs import Job, StateFolderInUse, StateStore, write_json_atomically
+from kvis_parallel.server.launcher import (RunResult, build_command, error_message, render_arguments, strip_rank_zero,
+                                           to_http_advice)
 from kvis_parallel.server.settings import format_bytes, parse_duration, parse_settings, parse_size
 from kvis_parallel.server.summary import check_options_against_summary
 from kvis_parallel.server.uploads import MultipartParser, UploadError, UploadReceiver, parse_part_headers
@@ -78,6 +80,35 @@ def test_multipart_oversized_field_rejected(tmp_path: Path) -> None:
     body = multipart_body([("title", None, b"t" * 70_000), ("file", "a", b"1")])
     with pytest.raises(UploadError, match="longer than"):
         receive(tmp_path, body, 4096)
+
+
+def test_multipart_large_file_other_name(tmp_path: Path) -> None:
+    body = multipart_body([("other", "VTK.tar.gz", b"x" * 70_000)])
+    with pytest.raises(UploadError, match=r"missing form field 'file' \(got 'other'\)"):
+        receive(tmp_path, body, 4096)
+
+
+def test_raw_body_empty_rejected(tmp_path: Path) -> None:
+    receiver = UploadReceiver(tmp_path / "upload", "application/gzip")
+    receiver.finish()
+    with pytest.raises(UploadError, match="the request body is empty; send the archive with curl -F file=@"):
+        receiver.check_archive()
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"component": "x"}, ["the default field 'p'", "no x component", "field= with a vector field (U)"]),
+    ({"component": "z"}, ["the default field 'p'"]),
+])
+def test_component_checked_against_default_field(options: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(UserError) as raised:
+        check_options_against_summary(options, SUMMARY)
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_view_space_hints_url_encoding() -> None:
+    with pytest.raises(UserError, match=r"URL-encode \+ as %2B \(view=%2Bz\)"):
+        render_arguments({"view": " z"})
 
 
 def test_raw_body_written_as_is(tmp_path: Path) -> None:
@@ -170,6 +201,58 @@ def test_build_command_uses_mpiexec_beside_python(tmp_path: Path) -> None:
     assert command[0] == str(tmp_path / "mpiexec")
 
 
+@pytest.mark.parametrize("template, position", [
+    ("nice -n 5 mpiexec -n {ranks}", 3),
+    ("timeout 1h mpirun -np {ranks}", 2),
+])
+def test_build_command_mpiexec_after_wrapper(tmp_path: Path, template: str, position: int) -> None:
+    for name in ("mpiexec", "mpirun"):
+        (tmp_path / name).write_text("")
+    command = build_command(template, str(tmp_path / "python"), 2, "abc", tmp_path, [])
+    assert command[position] == str(tmp_path / template.split()[position])
+    assert command[0] == template.split()[0]
+
+
+def test_build_command_replaces_first_mpiexec_only(tmp_path: Path) -> None:
+    (tmp_path / "mpiexec").write_text("")
+    command = build_command("mpiexec -n {ranks} mpiexec", str(tmp_path / "python"), 2, "abc", tmp_path, [])
+    assert command[:4] == [str(tmp_path / "mpiexec"), "-n", "2", "mpiexec"]
+
+
+@pytest.mark.parametrize("result, reason", [
+    (RunResult(-9, ["kvis: colour range of 'p' over 11 steps: 0 .. 1"]), "renderer killed by signal 9 (SIGKILL)"),
+    (RunResult(1, ["kvis: colour range of 'p'", "kvis: error: rank 1 of 2 on h: boom"]), "rank 1 of 2 on h: boom"),
+    (RunResult(-9, [], error={"stage": "error", "message": "out of memory"}), "out of memory"),
+    (RunResult(1, ["[mpiexec] unrecognized argument bogus", "-----", "Type 'mpiexec --help' for usage."]),
+     "launcher command exited with status 1: [mpiexec] unrecognized argument bogus"),
+    (RunResult(127, ["-----", "nothing useful here"]), "launcher command exited with status 127: nothing useful here"),
+    (RunResult(1, []), "launcher command exited with status 1"),
+])
+def test_failure_reason_table(result: RunResult, reason: str) -> None:
+    assert result.failure_reason == reason
+
+
+def test_killed_by_signal_only_negative() -> None:
+    assert RunResult(-15, []).killed_by_signal == 15
+    assert RunResult(1, []).killed_by_signal is None
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("several folders contain time steps: /s/in/a/VTK, /s/in/b/VTK; give one of them as INPUT",
+     "several folders contain time steps: a/VTK, b/VTK; put only one of them in the archive"),
+    ("no time steps found under /s/in: expected foamToVTK output", "no time steps found under the archive: expected"),
+    ("field 'q' not found; fields that exist: p (choose with --field)", "(choose with field=)"),
+    ("give a positive --range MIN,MAX or drop --log", "give a positive range=MIN,MAX or drop log=1"),
+    ("use --component mag", "use component=mag"),
+    ("invalid size; see 'kvis render --help'", "see the render options in docs/server.md"),
+    ("Type 'mpiexec --help' for usage.", "Type 'mpiexec --help' for usage."),
+])
+def test_http_advice_table(message: str, expected: str) -> None:
+    rewritten = to_http_advice(message, Path("/s/in"))
+    assert expected in rewritten
+    assert "/s/in" not in rewritten
+
+
 def test_error_message_prefers_kvis_line() -> None:
     lines = ["Traceback ...", "kvis: error: field 'x' not found", "mpiexec noise"]
     assert error_message(lines) == "field 'x' not found"
@@ -182,6 +265,7 @@ def test_store_marks_interrupted_jobs_failed(tmp_path: Path) -> None:
     finished = Job(id="fedcba9876543210", status="done")
     for job in (running, finished):
         store.add_job(job)
+    store.close()
 
     reopened = StateStore(tmp_path)
     interrupted = reopened.open()
@@ -189,6 +273,18 @@ def test_store_marks_interrupted_jobs_failed(tmp_path: Path) -> None:
     assert reopened.jobs[running.id].status == "failed"
     assert "restarted while the job was running" in reopened.jobs[running.id].error
     assert reopened.jobs[finished.id].status == "done"
+
+
+def test_store_lock_rejects_second_store(tmp_path: Path) -> None:
+    first = StateStore(tmp_path)
+    first.open()
+    with pytest.raises(StateFolderInUse) as raised:
+        StateStore(tmp_path).open()
+    assert f"PID {os.getpid()}" in str(raised.value)
+    assert "give each server its own --state-dir" in str(raised.value)
+
+    first.close()
+    StateStore(tmp_path).open()
 
 
 def test_write_json_atomically_replaces(tmp_path: Path) -> None:

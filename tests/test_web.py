@@ -278,6 +278,19 @@ def check_playback(page) -> None:
 # ------------------------------------------------------------------ tests
 
 
+def test_page_view_labels_match_direction(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "state")
+    try:
+        with urllib.request.urlopen(f"{server.url}/", timeout=10) as reply:
+            page = reply.read().decode()
+    finally:
+        server.stop()
+    options = dict(re.findall(r'<option value="([+-][xyz])">([^<]*)</option>', page))
+    assert options["+x"] == "looking along +x"
+    assert options["-z"] == "looking along −z"
+    assert len(options) == 6
+
+
 def test_page_upload_render_and_rerender(session: PageSession, server: Server, cavity_archive: Path) -> None:
     page = session.page
     page.goto(f"{server.url}/")

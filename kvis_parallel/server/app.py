@@ -23,7 +23,7 @@ from .. import __version__
 from .base import ApiError, BaseHandler, ErrorMixin, ServerContext, redact_token
 from .handlers import (FilesHandler, HealthHandler, JobFileHandler, JobHandler, JobsHandler, UploadHandler,
                        UploadsHandler)
-from .jobs import ID_PATTERN, StateStore
+from .jobs import ID_PATTERN, StateFolderInUse, StateStore
 from .scheduler import JobQueue
 from .settings import Settings, parse_settings
 from .streaming import DRAIN_BYTES
@@ -60,9 +60,14 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(settings: Settings) -> tornado.web.Application:
-    """Open the state folder, create the job queue and build the application.
+    """Lock and open the state folder, create the job queue and build the application.
 
     The shared :class:`ServerContext` is ``app.settings["kvis"]``.
+
+    Raises
+    ------
+    StateFolderInUse
+        If another server uses the same state folder.
     """
     store = StateStore(settings.state_dir)
     interrupted = store.open()
@@ -154,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(settings))
+    except StateFolderInUse as error:
+        logger.error("cannot start: %s", error)
+        return 2
     except OSError as error:
         logger.error("cannot start: %s (port %d, address %r)", error, settings.port, settings.address)
         return 1

@@ -75,6 +75,8 @@ class ErrorMixin:
                 self.set_header("X-Kvis-Job", job_id)
             for name, value in error.headers.items():
                 self.set_header(name, value)
+        elif status_code == 405:
+            message = self._method_not_allowed()
         elif status_code >= 500:
             message = "internal server error; see the server log"
         else:
@@ -86,6 +88,15 @@ class ErrorMixin:
         else:
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(message + "\n")
+
+    def _method_not_allowed(self) -> str:
+        """Set the ``Allow`` header and return the one-line 405 message."""
+        allowed = [method for method in self.SUPPORTED_METHODS
+                   if getattr(type(self), method.lower(), None) is not getattr(tornado.web.RequestHandler,
+                                                                              method.lower(), None)]
+        self.set_header("Allow", ", ".join(allowed))
+        return (f"method {self.request.method} is not allowed on {self.request.path}; "
+                f"use {' or '.join(allowed) or 'another endpoint'} (see docs/server.md)")
 
     def _request_summary(self) -> str:
         # Tornado's summary shows the whole URI, which may carry the token.

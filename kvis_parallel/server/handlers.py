@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -101,6 +102,7 @@ class JobsHandler(UploadingHandler):
         options, controls = self.receive_form()
         job = await self.create_job(options, controls["upload"])
         self.set_header("Location", f"/jobs/{job.id}")
+        self.set_header("X-Kvis-Job", job.id)
         self.send_json({"id": job.id, "status": job.status, "url": f"/jobs/{job.id}"}, status=202)
 
 
@@ -109,12 +111,15 @@ class JobHandler(BaseHandler):
 
     def get(self, job_id: str) -> None:
         self.check_token()
-        self.send_json(self.find_job(job_id).to_public())
+        job = self.find_job(job_id)
+        self.set_header("X-Kvis-Job", job.id)
+        self.send_json(job.to_public())
 
     async def delete(self, job_id: str) -> None:
         self.check_token()
         job = self.find_job(job_id)
-        if self.context.queue.cancel(job.id, "cancelled by DELETE /jobs/<id>"):
+        self.set_header("X-Kvis-Job", job.id)
+        if self.context.queue.cancel(job.id, f"cancelled by DELETE /jobs/{job.id}"):
             # Stopping the process group takes up to KILL_GRACE_S; the response
             # shows "cancelled" unless the group outlives the wait.
             with contextlib.suppress(TimeoutError, KeyError):
@@ -130,6 +135,7 @@ class UploadsHandler(UploadingHandler):
     """``POST /uploads``: store an archive and respond with what it contains."""
 
     needs_reservation = False
+    accepts_render_options = False
 
     async def post(self) -> None:
         if self.finish_draining():
@@ -200,7 +206,22 @@ class JobFileHandler(ErrorMixin, tornado.web.StaticFileHandler):
             raise ApiError(404, f"{name} of job {job_id} {state}")
         if not (self.context.store.job_dir(job_id) / name).is_file():
             raise ApiError(404, f"job {job_id} has no {name}")
+        self.set_header("X-Kvis-Job", job_id)
         await super().get(f"{job_id}/{name}", include_body)
+        if self.get_status() == 416 and include_body and not self._finished:
+            self._explain_range(name)
+
+    def _explain_range(self, name: str) -> None:
+        # StaticFileHandler sends 416 with an empty body.
+        size = self.get_content_size()
+        message = (f"requested range not satisfiable: {name} has {size} bytes; "
+                   f"ask for a range within bytes=0-{max(size - 1, 0)}")
+        if self.wants_json():
+            self.set_header("Content-Type", "application/json")
+            self.write(json.dumps({"error": message, "status": 416, "job": self.path.split("/")[0]}) + "\n")
+        else:
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.write(message + "\n")
 
     async def head(self, job_id: str, name: str) -> None:
         await self.get(job_id, name, include_body=False)

@@ -10,6 +10,7 @@ Layout of the state folder::
     jobs/<id>/render.log        the renderer's stderr
     uploads/<id>/upload.json    a stored upload and its inspect summary
     uploads/<id>/data/          its extracted files
+    server.lock                 locked by the running server; holds its PID
 
 Records are written atomically (a temporary file, then ``os.replace``), so a
 crash leaves either the old or the new record. On start-up, jobs that were
@@ -19,6 +20,7 @@ queued or running are marked failed; they are never silently lost.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -159,11 +161,21 @@ class Upload:
         return dataclasses.asdict(self)
 
 
+class StateFolderInUse(Exception):
+    """Another server holds the state folder's lock."""
+
+    def __init__(self, root: Path, pid: str) -> None:
+        super().__init__(f"state folder {root} is in use by another kvis server (PID {pid or 'unknown'}); "
+                         "give each server its own --state-dir")
+
+
 class StateStore:
     """The state folder: job and upload records, their folders, and start-up recovery."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.lock_path = root / "server.lock"
+        self._lock_file = None
         self.incoming = root / "incoming"
         self.jobs_root = root / "jobs"
         self.uploads_root = root / "uploads"
@@ -177,7 +189,15 @@ class StateStore:
         -------
         list of Job
             The jobs that were queued or running when the server stopped.
+
+        Raises
+        ------
+        StateFolderInUse
+            If another server has the folder open. Its recovery would
+            otherwise kill that server's running jobs.
         """
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock()
         for folder in (self.incoming, self.jobs_root, self.uploads_root):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -187,6 +207,35 @@ class StateStore:
 
         self._load_uploads()
         return self._load_jobs()
+
+    def lock(self) -> None:
+        """Take the state folder's exclusive lock for the rest of the process's life.
+
+        Raises
+        ------
+        StateFolderInUse
+            If another process holds the lock; the message names its PID.
+        """
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock_file = os.fdopen(descriptor, "r+", encoding="utf-8")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_file.read().strip()
+            lock_file.close()
+            raise StateFolderInUse(self.root, holder) from None
+
+        lock_file.truncate(0)
+        lock_file.write(f"{os.getpid()}\n")
+        lock_file.flush()
+        # The lock lasts as long as this file stays open; the kernel drops it when the process exits.
+        self._lock_file = lock_file
+
+    def close(self) -> None:
+        """Release the state folder's lock, so that another store may open it."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     def job_dir(self, job_id: str) -> Path:
         """Return the folder of a job."""

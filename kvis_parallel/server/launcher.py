@@ -58,6 +58,22 @@ VALUE_OPTIONS = {
     "time-format": "--time-format",
 }
 FLAG_OPTIONS = {"log": "--log", "edges": "--edges", "fxaa": "--fxaa"}
+# CLI flag to query name, for rewriting the renderer's advice to HTTP clients.
+_QUERY_NAMES = {flag: name for name, flag in {**VALUE_OPTIONS, **FLAG_OPTIONS}.items() if name != "time-format"}
+_CLI_OPTION = re.compile(r"(--[a-z][a-z-]*)(?: ([\w.+-]+(?:,[\w.+-]+)*))?")
+# A value in the renderer's advice: a placeholder (MIN,MAX), a number or a component name.
+_OPTION_VALUE = re.compile(r"[A-Z0-9+-]\S*|mag|[xyz]")
+_CLI_ADVICE = (
+    ("give one of them as INPUT", "put only one of them in the archive"),
+    ("see 'kvis render --help'", "see the render options in docs/server.md"),
+    ("kvis render --help", "the render options in docs/server.md"),
+    ("INPUT", "one folder in the archive"),
+)
+_LETTER = re.compile(r"[A-Za-z]")
+_ERROR_WORDS = re.compile(r"error|not found|unrecognized|unknown|invalid|cannot|can't|failed|denied|no such",
+                          re.IGNORECASE)
+_VIEW_AXES = ("x", "y", "z")
+_ARGPARSE_PREFIX = re.compile(r"^argument (--[a-z-]+): ")
 _TRUE = ("", "1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -78,6 +94,12 @@ def render_arguments(options: Mapping[str, str]) -> list[str]:
         if "\x00" in value:
             raise UserError(f"invalid option {name}: the value contains a NUL character")
 
+        if name == "view" and value.strip() in _VIEW_AXES:
+            # Tornado strips the space that an unencoded "+z" becomes, leaving "z".
+            axis = value.strip()
+            raise UserError(f"invalid option view={value!r}: give +{axis} or -{axis}; a '+' in a URL query "
+                            f"string means a space, so URL-encode + as %2B (view=%2B{axis}) or send it as a "
+                            "form field")
         if name in VALUE_OPTIONS:
             arguments.append(f"{VALUE_OPTIONS[name]}={value}")
         elif name in FLAG_OPTIONS:
@@ -110,21 +132,37 @@ def validate_render_arguments(arguments: list[str]) -> None:
         # A parser that exits instead of raising UserError leaves its message on stderr.
         lines = [line for line in captured.getvalue().splitlines() if line.strip()]
         message = lines[-1] if lines else "invalid render option"
-        raise UserError(message.split("error: ", 1)[-1]) from None
+        raise UserError(_parser_advice(message.split("error: ", 1)[-1])) from None
+    except UserError as error:
+        raise UserError(_parser_advice(str(error))) from None
 
     scene = cli.scene_from_args(parsed)
-    scene.validate()
+    try:
+        scene.validate()
+    except UserError as error:
+        raise UserError(to_http_advice(str(error))) from None
 
 
-def _resolve_program(program: str, python: str) -> str:
+def _parser_advice(message: str) -> str:
+    # "argument --view: invalid choice" names a flag the HTTP client never typed.
+    def option_name(match: re.Match) -> str:
+        return f"invalid option {_QUERY_NAMES.get(match.group(1), match.group(1))}: "
+
+    return to_http_advice(_ARGPARSE_PREFIX.sub(option_name, message))
+
+
+def _resolve_mpiexec(prefix: list[str], python: str) -> list[str]:
     # A bare mpiexec would find the system MPI first on PATH; mpi4py in this
     # environment is built against the MPI next to the interpreter, and a
-    # mismatched mpiexec starts N singleton rank-0 processes.
-    if program in ("mpiexec", "mpirun"):
-        beside = Path(python).parent / program
-        if beside.exists():
-            return str(beside)
-    return program
+    # mismatched mpiexec starts N singleton rank-0 processes. Wrappers such as
+    # "nice -n 5 mpiexec" or "timeout 1h mpirun" put it after the first word.
+    for index, argument in enumerate(prefix):
+        if argument in ("mpiexec", "mpirun"):
+            beside = Path(python).parent / argument
+            if beside.exists():
+                return [*prefix[:index], str(beside), *prefix[index + 1:]]
+            break
+    return prefix
 
 
 def build_command(launcher: str, python: str, ranks: int, job_id: str, workdir: Path,
@@ -136,7 +174,9 @@ def build_command(launcher: str, python: str, ranks: int, job_id: str, workdir: 
     launcher
         Template such as ``mpiexec -n {ranks}``, split with :func:`shlex.split`.
         ``{ranks}``, ``{python}``, ``{job}`` and ``{workdir}`` are replaced in
-        each argument; other braces are left as they are.
+        each argument; other braces are left as they are. The first argument
+        that is a bare ``mpiexec`` or ``mpirun``, at any position, becomes the
+        one next to ``python`` when that exists.
     python
         Interpreter that runs ``-m kvis_parallel``.
     ranks
@@ -155,8 +195,7 @@ def build_command(launcher: str, python: str, ranks: int, job_id: str, workdir: 
             argument = argument.replace(placeholder, value)
         prefix.append(argument)
 
-    if prefix:
-        prefix[0] = _resolve_program(prefix[0], python)
+    prefix = _resolve_mpiexec(prefix, python)
     return [*prefix, python, "-m", "kvis_parallel", *tail]
 
 
@@ -172,10 +211,60 @@ def strip_rank_zero(message: str) -> str:
 
 def error_message(stderr_lines: list[str]) -> str:
     """Return the reason from the last ``kvis: error: ...`` line, else the last line."""
+    reason = kvis_error_line(stderr_lines)
+    if reason is not None:
+        return reason
+    return stderr_lines[-1].strip() if stderr_lines else ""
+
+
+def kvis_error_line(stderr_lines: list[str]) -> str | None:
+    """Return the reason from the last ``kvis: error: ...`` line, or None when there is none."""
     for line in reversed(stderr_lines):
         if line.startswith(ERROR_PREFIX):
             return line[len(ERROR_PREFIX):].strip()
-    return stderr_lines[-1].strip() if stderr_lines else ""
+    return None
+
+
+def launcher_failure_line(stderr_lines: list[str]) -> str:
+    """Return the first stderr line that looks like an error, else the last non-empty one.
+
+    Launchers such as mpiexec follow their error with usage hints and rules
+    of dashes, so the last line alone rarely names the failure.
+    """
+    lines = [line.strip() for line in stderr_lines if _LETTER.search(line)]
+    for line in lines:
+        if _ERROR_WORDS.search(line):
+            return line
+    return lines[-1] if lines else ""
+
+
+def to_http_advice(message: str, input_root: Path | None = None) -> str:
+    """Rewrite a renderer message for an HTTP client.
+
+    Paths under the job's input folder become paths inside the archive
+    (``a/VTK``), and command-line advice becomes query-parameter advice
+    (``--field`` to ``field=``, ``INPUT`` to a folder in the archive).
+    """
+    if input_root is not None:
+        root = str(input_root).rstrip("/")
+        message = message.replace(f"{root}/", "")
+        message = re.sub(rf"{re.escape(root)}(?![\w/.-])", "the archive", message)
+
+    for advice, replacement in _CLI_ADVICE:
+        message = message.replace(advice, replacement)
+    return _CLI_OPTION.sub(_query_form, message)
+
+
+def _query_form(match: re.Match) -> str:
+    flag, value = match.group(1), match.group(2)
+    name = _QUERY_NAMES.get(flag)
+    if name is None:
+        return match.group(0)
+    if flag in FLAG_OPTIONS.values():
+        return f"{name}=1" + (f" {value}" if value else "")
+    if value and _OPTION_VALUE.fullmatch(value):
+        return f"{name}={value}"
+    return f"{name}=" + (f" {value}" if value else "")
 
 
 @dataclass
@@ -194,11 +283,34 @@ class RunResult:
             return " ".join(str(self.error["message"]).split())
         return error_message(self.stderr_tail)
 
-    def hide_prefix(self, prefix: str) -> None:
-        """Remove a path prefix from the error message and stderr lines."""
+    @property
+    def failure_reason(self) -> str:
+        """The reason a run failed without a user error, for the job's error text.
+
+        The renderer's own JSON error line or ``kvis: error:`` line comes
+        first. Without one, the launcher or a signal stopped the run, and
+        the last stderr line is often a usage hint or a rule of dashes.
+        """
+        if self.error and self.error.get("message"):
+            return self.message
+        reason = kvis_error_line(self.stderr_tail)
+        if reason is not None:
+            return reason
+        if self.killed_by_signal is not None:
+            return f"renderer killed by signal {self.killed_by_signal} ({_signal_name(self.killed_by_signal)})"
+        line = launcher_failure_line(self.stderr_tail)
+        return f"launcher command exited with status {self.returncode}" + (f": {line}" if line else "")
+
+    @property
+    def killed_by_signal(self) -> int | None:
+        """The signal that ended the launcher, or None when it exited by itself."""
+        return -self.returncode if self.returncode < 0 else None
+
+    def to_client(self, input_root: Path) -> None:
+        """Rewrite the error message and stderr lines for an HTTP client (see :func:`to_http_advice`)."""
         if self.error and isinstance(self.error.get("message"), str):
-            self.error["message"] = self.error["message"].replace(prefix, "")
-        self.stderr_tail = [line.replace(prefix, "") for line in self.stderr_tail]
+            self.error["message"] = to_http_advice(self.error["message"], input_root)
+        self.stderr_tail = [to_http_advice(line, input_root) for line in self.stderr_tail]
 
     @property
     def client_message(self) -> str:
@@ -211,6 +323,13 @@ class RunResult:
         if self.error is not None and self.error.get("kind") == "user":
             return True
         return self.returncode == 2
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "unknown signal"
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -358,7 +477,7 @@ async def run_inspect(python: str, folder: Path, timeout_s: float) -> dict[str, 
     command = [python, "-m", "kvis_parallel", "inspect", str(folder), "--json"]
     summaries: list[dict[str, Any]] = []
     result = await run_process(command, cwd=folder, timeout_s=timeout_s, on_json=summaries.append)
-    result.hide_prefix(f"{folder}/")
+    result.to_client(folder)
 
     if result.returncode == 2 or result.is_user_error:
         raise UserError(result.client_message or "no readable time steps found in the archive")

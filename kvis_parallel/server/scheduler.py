@@ -24,7 +24,7 @@ from ..archive import ArchiveLimits, extract_archive
 from ..errors import UserError
 from .jobs import (CANCELLED, DONE, FAILED, RUNNING, Job, StateStore, folder_size, process_start_ticks,
                    remove_path)
-from .launcher import build_command, run_process
+from .launcher import build_command, kvis_error_line, run_process
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -211,21 +211,28 @@ class JobQueue:
                                    on_json=lambda message: _apply_progress(job, message),
                                    on_start=record_start)
 
-        # Server paths mean nothing to the client; messages keep the path inside the archive.
-        result.hide_prefix(f"{input_path}/")
+        # Server paths and CLI flags mean nothing to the client; messages keep
+        # the path inside the archive and name query parameters. The log keeps the real lines.
+        stderr_tail = list(result.stderr_tail)
+        result.to_client(input_path)
         if result.returncode == 0 and movie.is_file() and movie.stat().st_size > 0:
             job.movie_bytes = movie.stat().st_size
             self._end(job, DONE, None, None)
         elif result.is_user_error:
             self._end(job, FAILED, result.client_message or "the renderer rejected the input", "user")
+        elif result.killed_by_signal is not None and result.error is None and not kvis_error_line(stderr_tail):
+            # Killed from outside (an OOM killer, an operator): not a kvis bug.
+            self._end(job, FAILED, f"job {job.id} failed: {result.failure_reason}", "signal")
         else:
             logger.error("job %s: renderer exited with status %d; last stderr lines:\n%s",
-                         job.id, result.returncode, "\n".join(result.stderr_tail[-10:]))
-            reason = result.message or f"the renderer exited with status {result.returncode}"
-            self._end(job, FAILED, f"internal error in job {job.id}: {reason}", "bug")
+                         job.id, result.returncode, "\n".join(stderr_tail[-10:]))
+            self._end(job, FAILED, f"internal error in job {job.id}: {result.failure_reason}", "bug")
 
     def _end(self, job: Job, status: str, error: str | None, kind: str | None) -> None:
         job.status, job.error, job.error_kind = status, error, kind
+        if status == CANCELLED:
+            # A renderer stopped by SIGTERM reports stage "error"; the job was cancelled, not broken.
+            job.stage = "cancelled"
         job.finished = time.time()
         job.eta_s = None
         if status != DONE:

@@ -23,11 +23,11 @@ import tornado.web
 from ..errors import UserError
 from .base import ApiError, BaseHandler
 from .jobs import Job, Upload, is_id, new_id
-from .launcher import render_arguments, validate_render_arguments
+from .launcher import render_arguments, to_http_advice, validate_render_arguments
 from .scheduler import OutOfSpace, QueueFull, Reservation, is_out_of_space
 from .settings import format_bytes
 from .summary import check_options_against_summary
-from .uploads import UploadError, UploadReceiver
+from .uploads import SEND_ARCHIVE, UploadError, UploadReceiver
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class UploadingHandler(BaseHandler):
     """
 
     needs_reservation = True
+    accepts_render_options = True
 
     def prepare(self) -> None:
         self.receiver: UploadReceiver | None = None
@@ -148,6 +149,7 @@ class UploadingHandler(BaseHandler):
 
         self.query_options = {name: self.get_query_argument(name) for name in self.request.query_arguments
                               if name not in CONTROL_FIELDS}
+        self._check_options_allowed(self.query_options)
         try:
             validate_render_arguments(render_arguments(self.query_options))
         except UserError as error:
@@ -161,6 +163,14 @@ class UploadingHandler(BaseHandler):
                 self.reservation = self.context.queue.reserve()
             except QueueFull as error:
                 raise ApiError(503, str(error), headers={"Retry-After": str(error.retry_after_s)}) from None
+
+    def _check_options_allowed(self, options: dict[str, str]) -> None:
+        """Reject render options on an endpoint that renders nothing, instead of ignoring them."""
+        if self.accepts_render_options or not options:
+            return
+        rejected = "&".join(f"{name}={value}" for name, value in options.items())
+        raise ApiError(400, f"render options go with POST /jobs?upload=<id>, not {self.request.method} "
+                            f"{self.request.path}: drop {rejected} here and give it when you start the job")
 
     def _content_length(self) -> int | None:
         try:
@@ -327,6 +337,7 @@ class UploadingHandler(BaseHandler):
                 raise ApiError(400, f"option {name} is given twice, in the query and the form, "
                                     "with different values; give it once")
             options[name] = value
+        self._check_options_allowed(options)
 
         controls = {name: fields.get(name) or self.get_query_argument(name, None) or ""
                     for name in CONTROL_FIELDS}
@@ -348,7 +359,7 @@ class UploadingHandler(BaseHandler):
             raise ApiError(507, f"the server has no space left to extract the upload ({error}); try again "
                                 "later, or ask the operator to free disk space or lower --quota") from None
         except UserError as error:
-            raise ApiError(400, str(error)) from None
+            raise ApiError(400, to_http_advice(str(error), destination)) from None
         finally:
             self.extracting = False
 
@@ -365,6 +376,9 @@ class UploadingHandler(BaseHandler):
         store = self.context.store
         job = Job(id=new_id(), options=options, arguments=render_arguments(options))
 
+        if not upload_id and not self.receiver.is_multipart and not self.receiver.has_file:
+            raise ApiError(400, f"the request body is empty and has no upload=<id>; {SEND_ARCHIVE}, "
+                                "or give upload=<id> from POST /uploads")
         if upload_id:
             if self.receiver.has_file:
                 raise ApiError(400, "give either an archive or upload=<id>, not both")

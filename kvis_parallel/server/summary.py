@@ -46,13 +46,26 @@ def check_options_against_summary(options: Mapping[str, str], summary: Mapping[s
         raise UserError(f"part {', '.join(repr(part) for part in missing)} not found in the upload; "
                         f"parts that exist: {', '.join(available_parts)} (choose with parts=)")
 
-    name = options.get("field")
     fields = summary.get("fields")
-    if not name or not isinstance(fields, list) or sorted(parts) != sorted(default_parts):
+    if not isinstance(fields, list) or sorted(parts) != sorted(default_parts):
+        return
+    name = options.get("field") or _default_field_name(fields)
+    if not name:
         return
     association = options.get("association") or "auto"
     component = options.get("component") or "mag"
-    _check_field(name, association, component, fields)
+    _check_field(name, association, component, fields, is_default=not options.get("field"))
+
+
+def _default_field_name(fields: list[dict[str, Any]]) -> str | None:
+    # The renderer's rule: the first field that is not an id array.
+    from ..fields import is_id_array
+
+    for entry in fields:
+        name = entry.get("name")
+        if isinstance(name, str) and not is_id_array(name):
+            return name
+    return None
 
 
 def _requested_parts(text: str | None, default_parts: Sequence[str]) -> list[str]:
@@ -61,7 +74,8 @@ def _requested_parts(text: str | None, default_parts: Sequence[str]) -> list[str
     return [piece.strip() for piece in text.split(",") if piece.strip()]
 
 
-def _check_field(name: str, association: str, component: str, fields: list[dict[str, Any]]) -> None:
+def _check_field(name: str, association: str, component: str, fields: list[dict[str, Any]],
+                 is_default: bool = False) -> None:
     listing = ", ".join(_describe(entry) for entry in fields) or "none"
     same_name = [entry for entry in fields if entry.get("name") == name]
     if not same_name:
@@ -82,8 +96,12 @@ def _check_field(name: str, association: str, component: str, fields: list[dict[
     if not any(1 < _components(entry) and index < _components(entry) for entry in matching):
         components = _components(matching[0])
         fix = "component=mag" if components == 1 else "component=mag or one of x, y, z that exists"
-        raise UserError(f"field {name!r} has {components} component(s), so it has no {component} component; "
-                        f"use {fix}")
+        if is_default:
+            vectors = sorted({str(entry.get("name")) for entry in fields
+                              if 1 < _components(entry) and index < _components(entry)})
+            fix += f", or give field= with a vector field ({', '.join(vectors) or 'none in the upload'})"
+        subject = f"the default field {name!r}" if is_default else f"field {name!r}"
+        raise UserError(f"{subject} has {components} component(s), so it has no {component} component; use {fix}")
 
 
 def _components(entry: Mapping[str, Any]) -> int:

@@ -23,6 +23,7 @@ FILE_FIELD = "file"
 MAX_HEADER_BYTES = 16 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 64
+SEND_ARCHIVE = "send the archive with curl -F file=@VTK.tar.gz or --data-binary @VTK.tar.gz"
 
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]{1,200})"|([^\s;]{1,200}))', re.IGNORECASE)
 _DISPOSITION_PARAMETER = re.compile(r';\s*([\w*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
@@ -214,6 +215,7 @@ class UploadReceiver:
         self._file: BinaryIO | None = open(path, "wb")
         self._seen_file = False
         self._field_values: dict[str, bytearray] = {}
+        self._named_file_parts: set[str] = set()
 
     @property
     def is_multipart(self) -> bool:
@@ -259,6 +261,8 @@ class UploadReceiver:
         UploadError
             If there is no ``file`` part or the archive is empty.
         """
+        if not self.is_multipart and self.file_bytes == 0:
+            raise UploadError(f"the request body is empty; {SEND_ARCHIVE}")
         if not self.has_file:
             raise UploadError(
                 f"missing form field {FILE_FIELD!r}: send the archive as curl -F file=@VTK.tar.gz")
@@ -290,6 +294,8 @@ class UploadReceiver:
         if len(self._field_values) >= MAX_FIELDS:
             raise UploadError(f"the form has more than {MAX_FIELDS} fields")
         self._field_values[name] = bytearray()
+        if filename is not None:
+            self._named_file_parts.add(name)
 
     def _part_data(self, name: str, data: bytes) -> None:
         if name == FILE_FIELD:
@@ -297,6 +303,10 @@ class UploadReceiver:
             return
         value = self._field_values[name]
         if len(value) + len(data) > MAX_FIELD_BYTES:
+            if name in self._named_file_parts and not self._seen_file:
+                # A large file part under another name is the archive sent as -F other=@VTK.tar.gz.
+                raise UploadError(f"missing form field {FILE_FIELD!r} (got {name!r}): send the archive "
+                                  "as curl -F file=@VTK.tar.gz")
             raise UploadError(f"form field {name!r} is longer than {MAX_FIELD_BYTES} bytes")
         value += data
 
