@@ -14,11 +14,23 @@ configure_offscreen()
 from vtkmodules.util.numpy_support import numpy_to_vtk  # noqa: E402
 from vtkmodules.vtkCommonCore import vtkOutputWindow, vtkStringOutputWindow  # noqa: E402
 from vtkmodules.vtkCommonDataModel import vtkPolyData  # noqa: E402
-from vtkmodules.vtkFiltersSources import vtkPlaneSource, vtkSphereSource  # noqa: E402
+from vtkmodules.vtkFiltersCore import (  # noqa: E402
+    vtkAppendPolyData,
+    vtkCleanPolyData,
+    vtkReverseSense,
+    vtkStripper,
+)
+from vtkmodules.vtkFiltersSources import vtkCubeSource, vtkPlaneSource, vtkSphereSource  # noqa: E402
 
-from kvis_parallel.camera import fit_camera  # noqa: E402
+from kvis_parallel.camera import CameraSpec, fit_camera  # noqa: E402
 from kvis_parallel.colormap import colormap_table  # noqa: E402
-from kvis_parallel.render import FrameRenderer, Layout, plot_aspect, text_width  # noqa: E402
+from kvis_parallel.render import (  # noqa: E402
+    FrameRenderer,
+    Layout,
+    faces_closed_outward,
+    plot_aspect,
+    text_width,
+)
 from kvis_parallel.scene import Scene  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120
@@ -487,3 +499,154 @@ def test_time_label_clipped():
     with make_renderer(surface, time_format="{time:64.64f}") as renderer:
         renderer.render(surface, 1e300)
         assert len(renderer.time_text.GetInput()) <= 200
+
+
+def make_slab(reverse: bool = False) -> vtkPolyData:
+    """Build the closed outer surface of a thin box, as a 2-D case's mesh has, with point scalars."""
+    cube = vtkCubeSource()
+    cube.SetBounds(0.0, 2.0, 0.0, 1.0, 0.0, 0.05)
+    # The cube source gives each face its own points; merging them closes the surface.
+    clean = vtkCleanPolyData()
+    clean.SetInputConnection(cube.GetOutputPort())
+    clean.Update()
+    surface = clean.GetOutput()
+    if reverse:
+        flip = vtkReverseSense()
+        flip.SetInputData(surface)
+        flip.ReverseCellsOn()
+        flip.Update()
+        surface = flip.GetOutput()
+    set_scalars(surface, lambda points: points[:, 0] / 2.0)
+    return surface
+
+
+def make_sphere(center=(0.0, 0.0, 0.0), reverse: bool = False) -> vtkPolyData:
+    source = vtkSphereSource()
+    source.SetCenter(*center)
+    source.Update()
+    if not reverse:
+        return source.GetOutput()
+    flip = vtkReverseSense()
+    flip.SetInputConnection(source.GetOutputPort())
+    flip.ReverseCellsOn()
+    flip.Update()
+    return flip.GetOutput()
+
+
+def append(*surfaces: vtkPolyData) -> vtkPolyData:
+    combined = vtkAppendPolyData()
+    for surface in surfaces:
+        combined.AddInputData(surface)
+    combined.Update()
+    return combined.GetOutput()
+
+
+def make_strips() -> vtkPolyData:
+    strips = vtkStripper()
+    strips.SetInputData(make_sphere())
+    strips.Update()
+    return strips.GetOutput()
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda: make_sphere(), True),
+    (lambda: make_slab(), True),
+    (lambda: append(make_sphere(), make_sphere((3.0, 0.0, 0.0))), True),
+    (lambda: make_sphere(reverse=True), False),
+    (lambda: make_slab(reverse=True), False),
+    (lambda: append(make_sphere(), make_sphere((3.0, 0.0, 0.0), reverse=True)), False),
+    (lambda: make_square(), False),
+    (lambda: vtkPolyData(), False),
+    (make_strips, False),
+])
+def test_faces_closed_outward_cases(build, expected):
+    assert faces_closed_outward(build()) is expected
+
+
+def test_closed_slab_culled_same_frame():
+    # Inside out, the slab cannot be culled, but unlit it looks the same.
+    outward, inward = make_slab(), make_slab(reverse=True)
+    with make_renderer(outward, colormap="jet") as renderer:
+        # The first step with a mesh is drawn in full; the second checks it.
+        first = renderer.render(outward, 0.0)
+        assert renderer.actor.GetProperty().GetBackfaceCulling() == 0
+        culled = renderer.render(outward, 0.0)
+        assert renderer.actor.GetProperty().GetBackfaceCulling() == 1
+        renderer.render(inward, 0.0)
+        drawn = renderer.render(inward, 0.0)
+        assert renderer.actor.GetProperty().GetBackfaceCulling() == 0
+
+    rows, columns = data_box(culled)
+    assert np.count_nonzero(culled[rows, columns] != culled[rows.start, 0]) > 1000
+    assert np.array_equal(first, culled)
+    assert np.abs(culled.astype(int) - drawn).max() <= COLOR_TOLERANCE
+
+
+def test_changed_mesh_checked_again():
+    surface = make_slab()
+    with make_renderer(surface) as renderer:
+        renderer.render(surface, 0.0)
+        renderer.render(surface, 0.0)
+        assert renderer.actor.GetProperty().GetBackfaceCulling() == 1
+
+        # Turning the same polygons inside out must not keep the old decision.
+        flipped = make_slab(reverse=True)
+        surface.GetPolys().DeepCopy(flipped.GetPolys())
+        renderer.render(surface, 0.0)
+        renderer.render(surface, 0.0)
+        assert renderer.actor.GetProperty().GetBackfaceCulling() == 0
+
+
+def test_open_surface_not_culled():
+    surface = make_square()
+    with make_renderer(surface) as renderer:
+        renderer.render(surface, 0.0)
+        renderer.render(surface, 0.0)
+        assert renderer.actor.GetProperty().GetBackfaceCulling() == 0
+
+
+def test_camera_inside_closed_surface_not_culled():
+    sphere = make_sphere()
+    set_scalars(sphere, 0.5)
+    camera = CameraSpec(position=(0.0, 0.0, 0.1), focal_point=(0.0, 0.0, -1.0), view_up=(0.0, 1.0, 0.0),
+                        parallel_scale=1.0, parallel_projection=False)
+    with FrameRenderer(Scene(size=(WIDTH, HEIGHT)), camera, (0.0, 1.0)) as renderer:
+        renderer.render(sphere, 0.0)
+        frame = renderer.render(sphere, 0.0)
+        assert renderer.actor.GetProperty().GetBackfaceCulling() == 0
+    # From inside, the sphere's back faces fill the data viewport.
+    plot = frame[data_box(frame)]
+    assert np.all(np.any(plot != frame[0, 0], axis=-1))
+
+
+def test_cached_overlay_matches_full_render():
+    surface = make_square(lambda points: points[:, 0])
+    scene = Scene(size=(320, 240), title="damBreak", field="alpha.water", time_format="t = {time:.3f} s")
+    camera = fit_camera(surface.GetBounds(), "auto", 1.0, plot_aspect(320, 240))
+    with FrameRenderer(scene, camera, (0.0, 1.0)) as cached, \
+            FrameRenderer(scene, camera, (0.0, 1.0), cache_overlay=False) as full:
+        frames = []
+        for index, time in enumerate((0.0, 0.125, 7.5)):
+            frame = cached.render(surface, time, index=index)
+            # The copied overlay replaces the drawn title and scalar bar.
+            assert cached.scalar_bar.GetVisibility() == 0
+            assert cached.title_text.GetVisibility() == 0
+            assert np.array_equal(frame, full.render(surface, time, index=index)), time
+            frames.append(frame)
+
+    rows, columns = data_box(frames[0])
+    label_area = (slice(rows.stop, 240), columns)
+    assert not np.array_equal(frames[0][label_area], frames[1][label_area])
+    assert not np.array_equal(frames[1][label_area], frames[2][label_area])
+
+
+def test_long_time_label_draws_overlay_again():
+    surface = make_square()
+    scene = Scene(size=(320, 240), field="p", time_format="{label}")
+    camera = fit_camera(surface.GetBounds(), "auto", 1.0, plot_aspect(320, 240))
+    with FrameRenderer(scene, camera, (0.0, 1.0)) as cached, \
+            FrameRenderer(scene, camera, (0.0, 1.0), cache_overlay=False) as full:
+        for label in ("short", "a label long enough to run under the scalar bar " * 2, "short again"):
+            frame = cached.render(surface, 0.0, label=label)
+            assert cached.scalar_bar.GetVisibility() == (0 if "short" in label else 1), label
+            assert np.array_equal(frame, full.render(surface, 0.0, label=label)), label
