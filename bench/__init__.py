@@ -1,5 +1,5 @@
 """Benchmarks of kvis against ParaView (pvbatch + ffmpeg) and a PyVista movie loop.
 
 Run with ``python -m bench.run`` (or ``make bench``); ``bench/README.md`` states
-the method and ``bench/RESULTS.md`` holds the measured numbers.
+the method and ``bench/RESULTS.md`` contains the measured numbers.
 """

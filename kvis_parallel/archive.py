@@ -196,7 +196,7 @@ def extract_archive(archive: Path, destination: Path, limits: ArchiveLimits = Ar
         except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
             extraction.remove_created()
             # A full disk is the destination's fault, not the archive's, so
-            # the caller gets the OSError and can answer it differently.
+            # the caller gets the OSError and can report it differently (HTTP 507, not 400).
             if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
                 raise
             raise ArchiveError(_read_error_message(archive, error)) from None

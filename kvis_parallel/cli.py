@@ -58,7 +58,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """An argparse parser that raises :class:`UsageError` instead of exiting.
 
     It also accepts ``--range -1,1`` and ``--slice -0.5,0,0,0,0,1``: argparse
-    alone takes a value that starts with "-" and holds a comma for an option.
+    alone takes a value that starts with "-" and contains a comma for an option.
     """
 
     def parse_known_args(self, args: Sequence[str] | None = None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from types import TracebackType
 
@@ -180,7 +179,7 @@ class FrameCollector:
             if step_index in self.ready:
                 continue
             # Frames queued for the encoder thread count against the window too,
-            # so rank 0 holds at most ``window`` frames however slow the encoder.
+            # so rank 0 keeps at most ``window`` frames however slow the encoder.
             if not self._buffer_available():
                 break
             tag = self.context.frame_tag(step_index)

@@ -1,7 +1,7 @@
 """Exception types that separate user errors from bugs.
 
 A :class:`UserError` is bad input or a bad option: the message is for the
-user, the CLI exits with status 2 and the server answers with a 4xx. Any other
+user, the CLI exits with status 2 and the server responds with a 4xx. Any other
 exception is a bug: it is logged with its traceback, the CLI exits with
 status 1 and the server answers 500.
 """

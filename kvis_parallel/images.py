@@ -41,7 +41,7 @@ def write_error(option: str, path: Path, error: OSError) -> UserError:
 
 
 def save_poster(rgb: np.ndarray, path: Path, quality: int = POSTER_QUALITY) -> Path:
-    """Write one frame as a JPEG or PNG file, as the suffix of ``path`` says.
+    """Write one frame as a JPEG or PNG file, in the format that the suffix of ``path`` names.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Render settings: one frozen dataclass shared by the CLI, the MPI job and the server.
 
-A :class:`Scene` holds everything that decides what a frame looks like and how
+A :class:`Scene` contains everything that decides what a frame looks like and how
 the movie is encoded. It travels between processes as JSON, so every field is
 a plain value. Field names follow the command-line options.
 """

@@ -182,7 +182,8 @@ def test_dambreak_read_by_vtk(index, time):
     assert array_names(internal.GetCellData()) == expected
     assert array_names(internal.GetPointData()) == expected
     alpha = as_numpy(internal.GetCellData(), "alpha.water")
-    assert alpha.min() > -1e-3 and alpha.max() == pytest.approx(1.0, abs=1e-3)
+    assert alpha.min() > -1e-3
+    assert alpha.max() == pytest.approx(1.0, abs=1e-3)
     boundary = mb.GetBlock(1)
     assert block_names(boundary) == ["leftWall", "rightWall", "lowerWall", "atmosphere"]
     faces = [boundary.GetBlock(i).GetNumberOfCells() for i in range(4)]
@@ -299,7 +300,8 @@ def test_synthetic_2d_binary(tmp_path):
     files = internal_files(vtk_dir)
     assert [index_of(p) for p in files] == [0, 20, 40, 60]
     nx, ny, nz = synthetic.mesh_dims(800, 2)
-    assert nz == 1 and abs(nx * ny - 800) < 50
+    assert nz == 1
+    assert abs(nx * ny - 800) < 50
     previous = None
     for step, path in enumerate(files):
         raw = path.read_bytes()
@@ -317,7 +319,9 @@ def test_synthetic_2d_binary(tmp_path):
         zs = np.unique(vtk_to_numpy(grid.GetPoints().GetData())[:, 2])
         assert len(zs) == 2  # one cell thick
         p = as_numpy(grid.GetCellData(), "p")
-        assert np.all(np.isfinite(p)) and p.max() > 0.5 and p.min() < -0.5
+        assert np.all(np.isfinite(p))
+        assert p.max() > 0.5
+        assert p.min() < -0.5
         if previous is not None:
             assert np.abs(p - previous).max() > 0.1, "frames should differ"
         previous = p
@@ -364,7 +368,8 @@ def test_synthetic_nan_step(tmp_path, ascii):
 def test_synthetic_grow(tmp_path):
     vtk_dir = synthetic.write_series(tmp_path, cells=500, steps=5, grow=3.0)
     counts = [read_legacy_vtk(p).GetNumberOfCells() for p in internal_files(vtk_dir)]
-    assert counts == sorted(counts) and len(set(counts)) == 5
+    assert counts == sorted(counts)
+    assert len(set(counts)) == 5
     assert counts[-1] / counts[0] == pytest.approx(4.0, rel=0.1)
     bounds = [read_legacy_vtk(p).GetBounds() for p in internal_files(vtk_dir)]
     np.testing.assert_allclose(bounds[0], bounds[-1])  # same domain, finer mesh
@@ -376,7 +381,8 @@ def test_synthetic_old_foam(tmp_path):
     first = (vtk_dir / "synthetic_1.vtk").read_bytes()
     assert b"TimeValue" not in first
     assert first.startswith(b"# vtk DataFile Version 2.0\nsynthetic\nBINARY\nDATASET UNSTRUCTURED_GRID\nPOINTS ")
-    assert b"FIELD attributes 3\ncellID 1 " in first and b"\nPOINT_DATA  " in first
+    assert b"FIELD attributes 3\ncellID 1 " in first
+    assert b"\nPOINT_DATA  " in first
     for index, cell_fields in ((0, ["cellID", "U"]), (1, ["cellID", "p", "U"]), (2, ["cellID", "p", "U"])):
         grid = read_legacy_vtk(vtk_dir / f"synthetic_{index}.vtk")
         assert time_value(grid) is None
@@ -407,7 +413,8 @@ def test_synthetic_cell_ids_and_irregular(tmp_path):
 def test_synthetic_3d(tmp_path):
     vtk_dir = synthetic.write_series(tmp_path, cells=3000, steps=2, dims=3, case="box")
     nx, ny, nz = synthetic.mesh_dims(3000, 3)
-    assert nz > 1 and abs(nx * ny * nz - 3000) < 300
+    assert nz > 1
+    assert abs(nx * ny * nz - 3000) < 300
     grid = read_legacy_vtk(vtk_dir / "box_1.vtk")
     assert grid.GetNumberOfCells() == nx * ny * nz
     np.testing.assert_allclose(grid.GetBounds(), (0, 2, 0, 1, 0, 1), atol=1e-6)

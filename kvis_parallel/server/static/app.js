@@ -644,7 +644,7 @@ function releaseObjectUrls() {
 /**
  * Fetch a file with the token header and return a blob: URL. A <video> or <img> cannot
  * send an Authorization header, so with a token the page downloads the file itself.
- * NOTE: the browser then holds the whole movie in memory, and playback waits for all of it.
+ * NOTE: the browser then keeps the whole movie in memory, and playback waits for all of it.
  */
 async function fetchAsObjectUrl(url) {
   let response;
