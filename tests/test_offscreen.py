@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from conftest import require
 
 from kvis_parallel import offscreen
 from kvis_parallel.errors import UserError
@@ -180,3 +182,32 @@ def test_second_call_recomputes_own_thread_cap(monkeypatch):
     assert environ["LP_NUM_THREADS"] == "16"
     configure_offscreen(8, environ=environ)
     assert environ["LP_NUM_THREADS"] == "2"
+
+
+def osmesa_installed() -> bool:
+    """Return whether the dynamic linker can find libOSMesa (Debian: libosmesa6)."""
+    return "libOSMesa.so" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+
+
+def test_render_falls_back_to_osmesa(tmp_path, cavity, kvis, movie_frames, monkeypatch):
+    require(osmesa_installed(), "libOSMesa is not installed (apt-get install libosmesa6)")
+    common = ["render", cavity, "--size", "160x120", "--field", "p"]
+    # The subprocesses choose their window themselves, as on a fresh headless node.
+    for name in ("DISPLAY", "VTK_DEFAULT_OPENGL_WINDOW"):
+        monkeypatch.delenv(name, raising=False)
+
+    egl = kvis([*common, "-o", tmp_path / "egl.mp4"])
+    # A vendor list that names no file leaves libglvnd without an EGL driver.
+    broken_egl = {"__EGL_VENDOR_LIBRARY_FILENAMES": str(tmp_path / "none.json")}
+    osmesa = kvis([*common, "-o", tmp_path / "osmesa.mp4", "-v"], env=broken_egl)
+
+    assert egl.returncode == 0, egl.stderr
+    assert osmesa.returncode == 0, osmesa.stderr
+    assert "rendering through OSMesa instead" in osmesa.stderr
+    egl_movie = movie_frames(tmp_path / "egl.mp4")
+    osmesa_movie = movie_frames(tmp_path / "osmesa.mp4")
+    assert len(osmesa_movie.frames) == len(egl_movie.frames)
+    # Both are Mesa's llvmpipe behind a different window system, so the pictures match.
+    for egl_frame, osmesa_frame in zip(egl_movie.frames, osmesa_movie.frames):
+        difference = np.abs(egl_frame.astype(int) - osmesa_frame.astype(int))
+        assert difference.max() <= 2
