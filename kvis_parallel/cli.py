@@ -239,8 +239,9 @@ def _add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("movie and images")
     group.add_argument("--size", type=parse_size, default=DEFAULTS.size, metavar="WxH",
-                       help="frame size in pixels, 16 to 7680; odd numbers are rounded up to even; small "
-                            "frames leave out the title, time label and scalar bar (default: 1280x720)")
+                       help="frame size in pixels, 16 to 7680; odd numbers are rounded up to even; frames "
+                            "too small for the title, time label or scalar bar (such as 16x16) leave them out "
+                            "(default: 1280x720)")
     group.add_argument("--fps", type=int, default=DEFAULTS.fps, metavar="N",
                        help="frames per second of the movie; one frame per time step (default: %(default)s)")
     group.add_argument("--crf", type=int, default=DEFAULTS.crf, metavar="N",

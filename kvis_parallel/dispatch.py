@@ -36,7 +36,7 @@ POLL_SLEEP_MIN_S = 0.0002
 POLL_SLEEP_MAX_S = 0.01
 WORKER_SLEEP_MAX_S = 0.002
 
-# Step requests each rank keeps open. Rank 0 answers only between its own
+# Step requests each rank keeps open. Rank 0 replies only between its own
 # frames in the shared mode, so with one open request a rank that renders as
 # fast as rank 0 would often wait for its next step.
 REQUESTS_AHEAD = 2

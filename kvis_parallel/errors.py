@@ -3,7 +3,7 @@
 A :class:`UserError` is bad input or a bad option: the message is for the
 user, the CLI exits with status 2 and the server responds with a 4xx. Any other
 exception is a bug: it is logged with its traceback, the CLI exits with
-status 1 and the server answers 500.
+status 1 and the server responds with 500.
 """
 
 from __future__ import annotations

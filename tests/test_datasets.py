@@ -175,7 +175,7 @@ def test_dambreak_read_by_vtk(index, time):
     assert internal.GetNumberOfPoints() == 4746
     assert set(vtk_to_numpy(internal.GetCellTypes()).tolist()) == {12}
     assert time_value(internal) == pytest.approx(time, abs=1e-6)
-    if index == 0:  # time 0 holds the initial fields, incl. the .orig copy
+    if index == 0:  # time 0 contains the initial fields, incl. the .orig copy
         expected = ["alpha.water", "alpha.water.orig", "p_rgh", "U"]
     else:
         expected = ["alpha.water", "p", "p_rgh", "U"]
@@ -315,7 +315,8 @@ def test_synthetic_2d_binary(tmp_path):
         assert array_names(grid.GetCellData()) == ["p", "U"]
         assert array_names(grid.GetPointData()) == ["p", "U"]
         U = as_numpy(grid.GetCellData(), "U")
-        assert U.shape == (nx * ny, 3) and np.all(U[:, 2] == 0)  # 2-D: no z velocity
+        assert U.shape == (nx * ny, 3)
+        assert np.all(U[:, 2] == 0)  # 2-D: no z velocity
         zs = np.unique(vtk_to_numpy(grid.GetPoints().GetData())[:, 2])
         assert len(zs) == 2  # one cell thick
         p = as_numpy(grid.GetCellData(), "p")
